@@ -1,0 +1,485 @@
+"""``Spectra`` and ``Labels``: immutable, validated pytrees.
+
+Both hold a value array and an inverse variance ``ivar`` of the same shape,
+``(n_stars, n_pix)`` or ``(n_stars, n_labels)``.  ``ivar == 0`` means masked or
+missing; masked entries hold a finite placeholder (never NaN), so a weighted
+sum over a batch can never turn into NaN.  Constructors take ``ivar`` or
+``err``, an optional boolean ``mask`` (``True`` = bad) and NaN, and convert.
+
+Validation runs once, on the host, at construction.  Inside ``jit``/``vmap``
+the containers are plain pytrees: ``flux``/``ivar`` (or ``values``/``ivar``)
+are leaves, the wavelength grid and label names are static metadata, so
+``jax.vmap(f)(spectra)`` hands ``f`` one star with ``flux`` of shape
+``(n_pix,)`` and the same wavelength grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.tree_util import GetAttrKey
+
+__all__ = ["Labels", "Spectra", "concatenate", "default_float", "train_test_split"]
+
+
+def default_float() -> np.dtype:
+    """float32, or float64 when ``JAX_ENABLE_X64`` is on."""
+    return np.dtype(jnp.zeros(()).dtype)
+
+
+class _Static:
+    """A read-only numpy array that can be pytree metadata (hashable, comparable)."""
+
+    __slots__ = ("array", "_hash")
+
+    def __init__(self, array: np.ndarray):
+        array = np.array(array, copy=True)
+        array.setflags(write=False)
+        self.array = array
+        self._hash = hash((array.shape, array.dtype.str, array.tobytes()))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Static)
+            and self._hash == other._hash
+            and self.array.shape == other.array.shape
+            and bool(np.array_equal(self.array, other.array))
+        )
+
+
+def _real_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
+    try:
+        a = np.asarray(x)
+    except Exception as exc:  # ragged lists, tracers, ...
+        raise TypeError(f"{name}: expected a real numeric array, found {type(x).__name__} ({exc})") from None
+    if a.dtype == bool:
+        a = a.astype(np.float64)
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise TypeError(f"{name}: expected a real numeric array, found dtype {a.dtype}")
+    return a if dtype is None else a.astype(dtype, copy=False)
+
+
+def _as_2d(a: np.ndarray, name: str, axes: str) -> np.ndarray:
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array {axes} (or 1-D for one star), found shape {a.shape}")
+    return a
+
+
+def _first(where: np.ndarray) -> str:
+    star, col = np.argwhere(where)[0]
+    return f"{int(where.sum())} entries, first at star {star}, column {col}"
+
+
+def _weights(
+    values: np.ndarray,
+    ivar: Any,
+    err: Any,
+    mask: Any,
+    names: tuple[str, str],
+) -> np.ndarray:
+    """Inverse variance from ``ivar`` or ``err`` with NaN and ``mask`` folded in.
+
+    Returns the float64 ``ivar``, zero where masked; the caller fills values.
+    """
+    vname, axes = names
+    if ivar is not None and err is not None:
+        raise ValueError("give either ivar or err, not both")
+    if ivar is None and err is None:
+        raise ValueError("missing uncertainties: give ivar= (inverse variance) or err= (1-sigma errors)")
+    if err is not None:
+        e = _as_2d(_real_array(err, "err", np.float64), "err", axes)
+        if e.shape != values.shape:
+            raise ValueError(f"err: expected shape {values.shape} (same as {vname}), found {e.shape}")
+        if np.any(e < 0):
+            raise ValueError(f"err: expected errors >= 0 (NaN or inf for missing), found negative values: {_first(e < 0)}")
+        if np.any(e == 0):
+            raise ValueError(f"err: expected errors > 0, found zeros (infinite weight): {_first(e == 0)}")
+        with np.errstate(divide="ignore", over="ignore"):
+            iv = np.where(np.isfinite(e), 1.0 / np.square(e), 0.0)
+        iv = np.where(np.isnan(e), 0.0, iv)
+    else:
+        iv = _as_2d(_real_array(ivar, "ivar", np.float64), "ivar", axes)
+        if iv.shape != values.shape:
+            raise ValueError(f"ivar: expected shape {values.shape} (same as {vname}), found {iv.shape}")
+        if np.any(iv < 0):
+            raise ValueError(f"ivar: expected inverse variances >= 0, found negative values: {_first(iv < 0)}")
+        if np.any(np.isposinf(iv)):
+            raise ValueError(f"ivar: expected finite inverse variances, found +inf: {_first(np.isposinf(iv))}")
+        iv = np.where(np.isnan(iv), 0.0, iv)
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.dtype != bool:
+            raise TypeError(f"mask: expected a boolean array (True = bad), found dtype {m.dtype}")
+        try:
+            m = np.broadcast_to(m, values.shape)
+        except ValueError:
+            raise ValueError(f"mask: expected shape {values.shape} or ({values.shape[1]},), found {m.shape}") from None
+        iv = np.where(m, 0.0, iv)
+    iv = np.where(np.isfinite(values), iv, 0.0)
+    return iv
+
+
+def _row_index(key: Any, n: int) -> np.ndarray:
+    if isinstance(key, tuple):
+        raise TypeError("index: containers are indexed by star only (one axis); select pixels with preprocess helpers")
+    idx = np.atleast_1d(np.arange(n)[np.asarray(key) if not isinstance(key, slice) else key])
+    return idx
+
+
+def _frozen_setattr(self, name, value):
+    raise AttributeError(f"{type(self).__name__} is immutable; use .replace(...) to make a modified copy")
+
+
+class Spectra:
+    r"""Continuum-normalised (unless a loader says otherwise) spectra of many stars.
+
+    Parameters
+    ----------
+    flux : array, shape ``(n_stars, n_pix)`` (or ``(n_pix,)`` for one star)
+        Flux; NaN or inf marks a missing pixel.
+    ivar : array, same shape, optional
+        Inverse variance, ``>= 0``; 0 means masked.  Give ``ivar`` or ``err``.
+    wavelength : array, shape ``(n_pix,)``, optional
+        Vacuum wavelength in Angstrom, strictly increasing.  ``None`` for data
+        that is not on a wavelength grid (e.g. Gaia XP coefficients).
+    err : array, same shape as ``flux``, optional
+        1-sigma errors, ``> 0``; NaN or inf means missing.
+    mask : bool array, ``(n_stars, n_pix)`` or ``(n_pix,)``, optional
+        ``True`` marks bad pixels (their ``ivar`` becomes 0).
+    fill_value : float
+        Placeholder stored in ``flux`` where it was NaN/inf (default 1, the
+        continuum).  It never carries weight.
+    dtype : numpy dtype, optional
+        Storage dtype; default float32 (float64 under ``JAX_ENABLE_X64``).
+
+    Raises
+    ------
+    TypeError, ValueError
+        On non-numeric input, mismatched shapes, negative or zero errors,
+        negative ivar, a non-monotonic wavelength grid, or a star whose flux
+        is NaN at every pixel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = Spectra(np.array([[1.0, np.nan, 0.9]]), err=np.full((1, 3), 0.1))
+    >>> s.n_stars, s.n_pix, s.ivar.tolist()
+    (1, 3, [[100.0, 0.0, 100.0]])
+    """
+
+    __slots__ = ("flux", "ivar", "_wave")
+    __setattr__ = _frozen_setattr
+
+    def __init__(self, flux, ivar=None, wavelength=None, *, err=None, mask=None, fill_value=1.0, dtype=None):
+        dtype = default_float() if dtype is None else np.dtype(dtype)
+        f = _as_2d(_real_array(flux, "flux", np.float64), "flux", "(n_stars, n_pix)")
+        if f.shape[1] == 0:
+            raise ValueError(f"flux: expected at least one pixel, found shape {f.shape}")
+        empty = ~np.isfinite(f).any(axis=1)
+        if np.any(empty):
+            rows = np.flatnonzero(empty)
+            raise ValueError(f"flux: {rows.size} star(s) have no finite pixel (all NaN/inf), first at row {rows[0]}")
+        iv = _weights(f, ivar, err, mask, ("flux", "(n_stars, n_pix)"))
+        f = np.where(np.isfinite(f), f, fill_value)
+        wave = None
+        if wavelength is not None:
+            w = _real_array(wavelength, "wavelength", np.float64)
+            if w.shape != (f.shape[1],):
+                raise ValueError(f"wavelength: expected shape ({f.shape[1]},) (one per pixel), found {w.shape}")
+            if not np.all(np.isfinite(w)) or np.any(w <= 0):
+                raise ValueError("wavelength: expected finite, positive values (vacuum Angstrom)")
+            if f.shape[1] > 1 and not np.all(np.diff(w) > 0):
+                raise ValueError("wavelength: expected a strictly increasing grid")
+            wave = _Static(w)
+        self._set(f.astype(dtype), iv.astype(dtype), wave)
+
+    def _set(self, flux, ivar, wave):
+        object.__setattr__(self, "flux", flux)
+        object.__setattr__(self, "ivar", ivar)
+        object.__setattr__(self, "_wave", wave)
+
+    @classmethod
+    def _make(cls, flux, ivar, wave) -> Spectra:
+        obj = object.__new__(cls)
+        obj._set(flux, ivar, wave)
+        return obj
+
+    # -- views -----------------------------------------------------------------
+    @property
+    def wavelength(self) -> np.ndarray | None:
+        """Vacuum wavelength grid in Angstrom, shape ``(n_pix,)``, or ``None``."""
+        return None if self._wave is None else self._wave.array
+
+    @property
+    def n_stars(self) -> int:
+        return self.flux.shape[0]
+
+    @property
+    def n_pix(self) -> int:
+        return self.flux.shape[-1]
+
+    @property
+    def mask(self):
+        """Boolean, ``True`` where a pixel is masked (``ivar == 0``)."""
+        return self.ivar == 0
+
+    @property
+    def err(self):
+        """1-sigma errors; ``inf`` where masked."""
+        xp = np if isinstance(self.ivar, np.ndarray) else jnp
+        with np.errstate(divide="ignore"):
+            return xp.where(self.ivar > 0, 1.0 / xp.sqrt(xp.where(self.ivar > 0, self.ivar, 1.0)), xp.inf)
+
+    def snr(self) -> np.ndarray:
+        """Median per-pixel signal-to-noise over unmasked pixels, shape ``(n_stars,)``."""
+        f, iv = np.asarray(self.flux, np.float64), np.asarray(self.ivar, np.float64)
+        s = np.where(iv > 0, np.abs(f) * np.sqrt(iv), np.nan)
+        out = np.zeros(self.n_stars)
+        ok = (iv > 0).any(axis=1)
+        out[ok] = np.nanmedian(s[ok], axis=1)
+        return out
+
+    def replace(self, *, flux=None, ivar=None) -> Spectra:
+        """A validated copy with ``flux`` and/or ``ivar`` replaced (same grid)."""
+        return Spectra(
+            self.flux if flux is None else flux,
+            self.ivar if ivar is None else ivar,
+            self.wavelength,
+            dtype=np.asarray(self.flux).dtype,
+        )
+
+    def __getitem__(self, key) -> Spectra:
+        """Select stars (int, slice, index array or boolean mask); always 2-D."""
+        idx = _row_index(key, self.n_stars)
+        return Spectra._make(self.flux[idx], self.ivar[idx], self._wave)
+
+    def __len__(self) -> int:
+        return self.n_stars
+
+    def split(self, key: jax.Array, test_fraction: float = 0.2) -> tuple[Spectra, Spectra]:
+        """Random ``(train, test)`` split of the stars, reproducible from ``key``."""
+        return train_test_split(key, self, test_fraction=test_fraction)
+
+    def __repr__(self) -> str:
+        frac = float(np.mean(np.asarray(self.ivar) == 0)) if self.flux.size and not _traced(self.ivar) else float("nan")
+        w = self.wavelength
+        grid = "no wavelength grid" if w is None else f"{w[0]:.2f}-{w[-1]:.2f} A"
+        return f"Spectra(n_stars={self.n_stars}, n_pix={self.n_pix}, masked={frac:.1%}, {grid}, dtype={self.flux.dtype})"
+
+
+class Labels:
+    r"""Stellar labels (Teff, logg, abundances, ...) with inverse variances.
+
+    Parameters
+    ----------
+    values : array, shape ``(n_stars, n_labels)`` (or ``(n_labels,)`` for one star)
+        Label values in physical units (K, dex, ...); NaN marks a missing label.
+    ivar : array, same shape, optional
+        Inverse variance, ``>= 0``; 0 means missing.  Give ``ivar`` or ``err``.
+    names : sequence of str, length ``n_labels``
+        Label names, e.g. ``("TEFF", "LOGG", "FE_H")``; unique.
+    err : array, same shape, optional
+        1-sigma errors, ``> 0``; NaN or inf means missing.
+    mask : bool array, optional
+        ``True`` marks a missing label.
+
+    Missing entries hold 0 as a placeholder with ``ivar == 0``;
+    :func:`jaxspec.data.preprocess.fill_missing_labels` gives the median fill
+    for models that need a number there.  A star may have every label
+    missing (a test star, say).
+
+    Examples
+    --------
+    >>> lab = Labels([[4800.0, np.nan]], err=[[50.0, 0.1]], names=["TEFF", "LOGG"])
+    >>> lab.ivar.tolist(), lab.as_nan().tolist()
+    ([[0.0004, 0.0]], [[4800.0, nan]])
+    """
+
+    __slots__ = ("values", "ivar", "names")
+    __setattr__ = _frozen_setattr
+
+    def __init__(self, values, ivar=None, names: Sequence[str] | None = None, *, err=None, mask=None, dtype=None):
+        dtype = default_float() if dtype is None else np.dtype(dtype)
+        v = _as_2d(_real_array(values, "values", np.float64), "values", "(n_stars, n_labels)")
+        if names is None:
+            raise ValueError("names: expected one name per label column, found None")
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"names: expected a sequence of str, found {names!r}")
+        names = tuple(names)
+        if len(names) != v.shape[1]:
+            raise ValueError(f"names: expected {v.shape[1]} names (one per column of values), found {len(names)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"names: expected unique names, found {names}")
+        iv = _weights(v, ivar, err, mask, ("values", "(n_stars, n_labels)"))
+        v = np.where(np.isfinite(v) & (iv > 0), v, 0.0)
+        self._set(v.astype(dtype), iv.astype(dtype), names)
+
+    def _set(self, values, ivar, names):
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "ivar", ivar)
+        object.__setattr__(self, "names", names)
+
+    @classmethod
+    def _make(cls, values, ivar, names) -> Labels:
+        obj = object.__new__(cls)
+        obj._set(values, ivar, names)
+        return obj
+
+    @property
+    def n_stars(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def n_labels(self) -> int:
+        return self.values.shape[-1]
+
+    @property
+    def observed(self):
+        """Boolean, ``True`` where a label is measured (``ivar > 0``)."""
+        return self.ivar > 0
+
+    @property
+    def err(self):
+        """1-sigma errors; ``inf`` where missing."""
+        xp = np if isinstance(self.ivar, np.ndarray) else jnp
+        return xp.where(self.ivar > 0, 1.0 / xp.sqrt(xp.where(self.ivar > 0, self.ivar, 1.0)), xp.inf)
+
+    def as_nan(self) -> np.ndarray:
+        """Values with NaN where missing (for display and numpy work), float64."""
+        return np.where(np.asarray(self.ivar) > 0, np.asarray(self.values, np.float64), np.nan)
+
+    def index(self, name: str) -> int:
+        """Column index of ``name``."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f"name: no label {name!r}; available: {', '.join(self.names)}") from None
+
+    def select(self, names: Sequence[str]) -> Labels:
+        """The listed label columns, in that order."""
+        cols = [self.index(n) for n in names]
+        return Labels._make(self.values[:, cols], self.ivar[:, cols], tuple(names))
+
+    def replace(self, *, values=None, ivar=None) -> Labels:
+        """A validated copy with ``values`` and/or ``ivar`` replaced."""
+        return Labels(
+            self.values if values is None else values,
+            self.ivar if ivar is None else ivar,
+            self.names,
+            dtype=np.asarray(self.values).dtype,
+        )
+
+    def __getitem__(self, key) -> Labels:
+        """Select stars (int, slice, index array or boolean mask); always 2-D."""
+        idx = _row_index(key, self.n_stars)
+        return Labels._make(self.values[idx], self.ivar[idx], self.names)
+
+    def __len__(self) -> int:
+        return self.n_stars
+
+    def split(self, key: jax.Array, test_fraction: float = 0.2) -> tuple[Labels, Labels]:
+        """Random ``(train, test)`` split of the stars, reproducible from ``key``."""
+        return train_test_split(key, self, test_fraction=test_fraction)
+
+    def __repr__(self) -> str:
+        miss = float(np.mean(np.asarray(self.ivar) == 0)) if self.values.size and not _traced(self.ivar) else float("nan")
+        return f"Labels(n_stars={self.n_stars}, names={list(self.names)}, missing={miss:.1%}, dtype={self.values.dtype})"
+
+
+def _traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+jax.tree_util.register_pytree_with_keys(
+    Spectra,
+    lambda s: (((GetAttrKey("flux"), s.flux), (GetAttrKey("ivar"), s.ivar)), s._wave),
+    lambda wave, leaves: Spectra._make(leaves[0], leaves[1], wave),
+    flatten_func=lambda s: ((s.flux, s.ivar), s._wave),
+)
+jax.tree_util.register_pytree_with_keys(
+    Labels,
+    lambda s: (((GetAttrKey("values"), s.values), (GetAttrKey("ivar"), s.ivar)), s.names),
+    lambda names, leaves: Labels._make(leaves[0], leaves[1], names),
+    flatten_func=lambda s: ((s.values, s.ivar), s.names),
+)
+
+
+def concatenate(items: Sequence[Spectra] | Sequence[Labels]):
+    """Stack several ``Spectra`` (same grid) or ``Labels`` (same names) along stars."""
+    items = list(items)
+    if not items:
+        raise ValueError("items: expected at least one container, found none")
+    first = items[0]
+    if not all(type(it) is type(first) for it in items):
+        raise TypeError(f"items: expected all of one type, found {sorted({type(it).__name__ for it in items})}")
+    if isinstance(first, Spectra):
+        for i, it in enumerate(items):
+            if it._wave != first._wave or it.n_pix != first.n_pix:
+                raise ValueError(f"items[{i}]: wavelength grid differs from items[0]; resample first")
+        return Spectra._make(
+            np.concatenate([np.asarray(it.flux) for it in items]),
+            np.concatenate([np.asarray(it.ivar) for it in items]),
+            first._wave,
+        )
+    if isinstance(first, Labels):
+        for i, it in enumerate(items):
+            if it.names != first.names:
+                raise ValueError(f"items[{i}]: label names {it.names} differ from items[0] {first.names}")
+        return Labels._make(
+            np.concatenate([np.asarray(it.values) for it in items]),
+            np.concatenate([np.asarray(it.ivar) for it in items]),
+            first.names,
+        )
+    raise TypeError(f"items: expected Spectra or Labels, found {type(first).__name__}")
+
+
+def train_test_split(key: jax.Array, *items, test_fraction: float = 0.2) -> tuple:
+    """Split several star-aligned containers with one random permutation.
+
+    Parameters
+    ----------
+    key : jax.random key
+        Fixes the permutation (same key, same split).
+    *items : Spectra or Labels
+        Containers with the same number of stars (e.g. spectra and labels).
+    test_fraction : float in (0, 1)
+        Fraction of stars in the test part (rounded, at least one each side).
+
+    Returns
+    -------
+    tuple
+        ``(train_0, test_0, train_1, test_1, ...)``.
+
+    Examples
+    --------
+    >>> s = Spectra(np.ones((10, 4)), ivar=np.ones((10, 4)))
+    >>> tr, te = train_test_split(jax.random.key(0), s, test_fraction=0.3)
+    >>> tr.n_stars, te.n_stars
+    (7, 3)
+    """
+    if not items:
+        raise ValueError("items: expected at least one container to split")
+    n = len(items[0])
+    for i, it in enumerate(items):
+        if len(it) != n:
+            raise ValueError(f"items[{i}]: expected {n} stars (as items[0]), found {len(it)}")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction: expected a number in (0, 1), found {test_fraction!r}")
+    if n < 2:
+        raise ValueError(f"items: need at least 2 stars to split, found {n}")
+    n_test = min(max(int(round(n * float(test_fraction))), 1), n - 1)
+    perm = np.asarray(jax.random.permutation(key, n))
+    test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    out = []
+    for it in items:
+        out += [it[train_idx], it[test_idx]]
+    return tuple(out)

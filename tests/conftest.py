@@ -1,0 +1,31 @@
+"""Shared fixtures: the ../shared data folder and dtype-aware tolerances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TOLERANCES = {np.dtype(np.float32): 5e-4, np.dtype(np.float64): 5e-7}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; tests using it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real third-party data not found at {SHARED_DATA} (the ../shared folder beside the checkout)")
+    return SHARED_DATA
+
+
+def assert_allclose(actual, desired, *, dtype=None, scale: float = 1.0, **kwargs) -> None:
+    """``numpy.testing.assert_allclose`` with tolerances set by dtype (float32 ~5e-4, float64 ~5e-7)."""
+    actual = np.asarray(actual)
+    dtype = np.dtype(dtype) if dtype is not None else np.dtype(jnp.result_type(actual.dtype, float))
+    tol = TOLERANCES.get(dtype, 5e-4) * scale
+    kwargs.setdefault("rtol", tol)
+    kwargs.setdefault("atol", tol)
+    np.testing.assert_allclose(actual, np.asarray(desired), **kwargs)
