@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,7 @@ def _read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             arrays = {}
             for key in npz.files:
                 try:
@@ -213,7 +214,7 @@ def _read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
                             f"{path}: entry {key!r} holds a pickled object; jaxspec model files never do, refusing it"
                         ) from None
                     raise
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a readable .npz model file ({exc})") from None
     except ValueError as exc:
         if str(exc).startswith(str(path)):

@@ -74,6 +74,16 @@ def _as_2d(a: np.ndarray, name: str, axes: str) -> np.ndarray:
     return a
 
 
+def _cast(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """Cast to the storage dtype; a finite value that does not fit is an error, not an inf."""
+    with np.errstate(over="ignore"):
+        out = a.astype(dtype)
+    overflow = np.isfinite(a) & ~np.isfinite(out)
+    if np.any(overflow):
+        raise ValueError(f"{name}: values beyond the range of {np.dtype(dtype).name}: {_first(overflow)}")
+    return out
+
+
 def _first(where: np.ndarray) -> str:
     star, col = np.argwhere(where)[0]
     return f"{int(where.sum())} entries, first at star {star}, column {col}"
@@ -200,7 +210,7 @@ class Spectra:
             if f.shape[1] > 1 and not np.all(np.diff(w) > 0):
                 raise ValueError("wavelength: expected a strictly increasing grid")
             wave = _Static(w)
-        self._set(f.astype(dtype), iv.astype(dtype), wave)
+        self._set(_cast(f, dtype, "flux"), _cast(iv, dtype, "ivar" if err is None else "err"), wave)
 
     def _set(self, flux, ivar, wave):
         object.__setattr__(self, "flux", flux)
@@ -321,7 +331,7 @@ class Labels:
             raise ValueError(f"names: expected unique names, found {names}")
         iv = _weights(v, ivar, err, mask, ("values", "(n_stars, n_labels)"))
         v = np.where(np.isfinite(v) & (iv > 0), v, 0.0)
-        self._set(v.astype(dtype), iv.astype(dtype), names)
+        self._set(_cast(v, dtype, "values"), _cast(iv, dtype, "ivar" if err is None else "err"), names)
 
     def _set(self, values, ivar, names):
         object.__setattr__(self, "values", values)
