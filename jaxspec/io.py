@@ -177,7 +177,7 @@ def save(path: str | os.PathLike, model: Any, *, metadata: dict | None = None) -
         "family": family,
         "jaxspec_version": __version__,
         "jax_version": jax.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "user": metadata or {},
         "tree": tree,
     }

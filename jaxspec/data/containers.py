@@ -23,6 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import GetAttrKey
 
+from jaxspec.data._checks import as_2d as _as_2d
+from jaxspec.data._checks import cast as _cast
+from jaxspec.data._checks import real_array as _real_array
+from jaxspec.data._checks import weights as _weights
+
 __all__ = ["Labels", "Spectra", "concatenate", "default_float", "train_test_split"]
 
 
@@ -52,90 +57,6 @@ class _Static:
             and self.array.shape == other.array.shape
             and bool(np.array_equal(self.array, other.array))
         )
-
-
-def _real_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
-    try:
-        a = np.asarray(x)
-    except Exception as exc:  # ragged lists, tracers, ...
-        raise TypeError(f"{name}: expected a real numeric array, found {type(x).__name__} ({exc})") from None
-    if a.dtype == bool:
-        a = a.astype(np.float64)
-    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-        raise TypeError(f"{name}: expected a real numeric array, found dtype {a.dtype}")
-    return a if dtype is None else a.astype(dtype, copy=False)
-
-
-def _as_2d(a: np.ndarray, name: str, axes: str) -> np.ndarray:
-    if a.ndim == 1:
-        a = a[None, :]
-    if a.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array {axes} (or 1-D for one star), found shape {a.shape}")
-    return a
-
-
-def _cast(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-    """Cast to the storage dtype; a finite value that does not fit is an error, not an inf."""
-    with np.errstate(over="ignore"):
-        out = a.astype(dtype)
-    overflow = np.isfinite(a) & ~np.isfinite(out)
-    if np.any(overflow):
-        raise ValueError(f"{name}: values beyond the range of {np.dtype(dtype).name}: {_first(overflow)}")
-    return out
-
-
-def _first(where: np.ndarray) -> str:
-    star, col = np.argwhere(where)[0]
-    return f"{int(where.sum())} entries, first at star {star}, column {col}"
-
-
-def _weights(
-    values: np.ndarray,
-    ivar: Any,
-    err: Any,
-    mask: Any,
-    names: tuple[str, str],
-) -> np.ndarray:
-    """Inverse variance from ``ivar`` or ``err`` with NaN and ``mask`` folded in.
-
-    Returns the float64 ``ivar``, zero where masked; the caller fills values.
-    """
-    vname, axes = names
-    if ivar is not None and err is not None:
-        raise ValueError("give either ivar or err, not both")
-    if ivar is None and err is None:
-        raise ValueError("missing uncertainties: give ivar= (inverse variance) or err= (1-sigma errors)")
-    if err is not None:
-        e = _as_2d(_real_array(err, "err", np.float64), "err", axes)
-        if e.shape != values.shape:
-            raise ValueError(f"err: expected shape {values.shape} (same as {vname}), found {e.shape}")
-        if np.any(e < 0):
-            raise ValueError(f"err: expected errors >= 0 (NaN or inf for missing), found negative values: {_first(e < 0)}")
-        if np.any(e == 0):
-            raise ValueError(f"err: expected errors > 0, found zeros (infinite weight): {_first(e == 0)}")
-        with np.errstate(divide="ignore", over="ignore"):
-            iv = np.where(np.isfinite(e), 1.0 / np.square(e), 0.0)
-        iv = np.where(np.isnan(e), 0.0, iv)
-    else:
-        iv = _as_2d(_real_array(ivar, "ivar", np.float64), "ivar", axes)
-        if iv.shape != values.shape:
-            raise ValueError(f"ivar: expected shape {values.shape} (same as {vname}), found {iv.shape}")
-        if np.any(iv < 0):
-            raise ValueError(f"ivar: expected inverse variances >= 0, found negative values: {_first(iv < 0)}")
-        if np.any(np.isposinf(iv)):
-            raise ValueError(f"ivar: expected finite inverse variances, found +inf: {_first(np.isposinf(iv))}")
-        iv = np.where(np.isnan(iv), 0.0, iv)
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.dtype != bool:
-            raise TypeError(f"mask: expected a boolean array (True = bad), found dtype {m.dtype}")
-        try:
-            m = np.broadcast_to(m, values.shape)
-        except ValueError:
-            raise ValueError(f"mask: expected shape {values.shape} or ({values.shape[1]},), found {m.shape}") from None
-        iv = np.where(m, 0.0, iv)
-    iv = np.where(np.isfinite(values), iv, 0.0)
-    return iv
 
 
 def _row_index(key: Any, n: int) -> np.ndarray:
@@ -280,10 +201,12 @@ class Spectra:
         return train_test_split(key, self, test_fraction=test_fraction)
 
     def __repr__(self) -> str:
-        frac = float(np.mean(np.asarray(self.ivar) == 0)) if self.flux.size and not _traced(self.ivar) else float("nan")
         w = self.wavelength
         grid = "no wavelength grid" if w is None else f"{w[0]:.2f}-{w[-1]:.2f} A"
-        return f"Spectra(n_stars={self.n_stars}, n_pix={self.n_pix}, masked={frac:.1%}, {grid}, dtype={self.flux.dtype})"
+        return (
+            f"Spectra(n_stars={self.n_stars}, n_pix={self.n_pix}, masked={_zero_fraction(self.ivar):.1%}, "
+            f"{grid}, dtype={self.flux.dtype})"
+        )
 
 
 class Labels:
@@ -401,12 +324,17 @@ class Labels:
         return train_test_split(key, self, test_fraction=test_fraction)
 
     def __repr__(self) -> str:
-        miss = float(np.mean(np.asarray(self.ivar) == 0)) if self.values.size and not _traced(self.ivar) else float("nan")
-        return f"Labels(n_stars={self.n_stars}, names={list(self.names)}, missing={miss:.1%}, dtype={self.values.dtype})"
+        return (
+            f"Labels(n_stars={self.n_stars}, names={list(self.names)}, "
+            f"missing={_zero_fraction(self.ivar):.1%}, dtype={self.values.dtype})"
+        )
 
 
-def _traced(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
+def _zero_fraction(ivar) -> float:
+    """Fraction of masked entries, NaN for tracers and empty arrays (repr must never fail)."""
+    if isinstance(ivar, jax.core.Tracer) or ivar.size == 0:
+        return float("nan")
+    return float(np.mean(np.asarray(ivar) == 0))
 
 
 jax.tree_util.register_pytree_with_keys(
@@ -486,7 +414,7 @@ def train_test_split(key: jax.Array, *items, test_fraction: float = 0.2) -> tupl
         raise ValueError(f"test_fraction: expected a number in (0, 1), found {test_fraction!r}")
     if n < 2:
         raise ValueError(f"items: need at least 2 stars to split, found {n}")
-    n_test = min(max(int(round(n * float(test_fraction))), 1), n - 1)
+    n_test = min(max(round(n * float(test_fraction)), 1), n - 1)
     perm = np.asarray(jax.random.permutation(key, n))
     test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     out = []

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxspec import io
 from jaxspec.data.containers import Labels, Spectra
 
 __all__ = [
@@ -235,3 +236,7 @@ def fit_standardizer(x: Labels | Spectra | np.ndarray, *, method: str = "percent
     center, scale = _column_stats(values, observed, method)
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
     return Standardizer(center=center, scale=scale)
+
+
+# Standardizers live inside trained models, so model files may hold them.
+io.register()(Standardizer)

@@ -1,0 +1,85 @@
+"""Figures users expect (needs the ``plot`` extra: ``pip install "jaxspec-stellar[plot]"``).
+
+Every function draws on a given matplotlib ``Axes`` (or makes a figure) and
+returns the ``Figure``; none of them calls ``plt.show``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxspec.data.containers import Labels, Spectra
+
+__all__ = ["plot_spectra", "require_matplotlib"]
+
+
+def require_matplotlib():
+    """Import ``matplotlib.pyplot`` or explain how to get it."""
+    try:
+        import matplotlib
+
+        if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+            import os
+
+            if not os.environ.get("DISPLAY"):
+                matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError('plots need matplotlib: pip install "jaxspec-stellar[plot]"') from None
+    return plt
+
+
+def plot_spectra(
+    spectra: Spectra,
+    index: Sequence[int] | None = None,
+    *,
+    labels: Labels | None = None,
+    wave_range: tuple[float, float] | None = None,
+    offset: float = 0.6,
+    ax=None,
+):
+    """Several spectra stacked with a vertical offset, masked pixels greyed out.
+
+    Parameters
+    ----------
+    spectra : Spectra, ``(n_stars, n_pix)``; continuum-normalised flux expected.
+    index : sequence of int, optional
+        Which stars (default: the first four).
+    labels : Labels, optional
+        Aligned with ``spectra``; TEFF, LOGG and FE_H (when present) annotate each spectrum.
+    wave_range : (float, float), optional
+        Wavelength window in Angstrom (default: all).
+    offset : float
+        Vertical offset between spectra.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = require_matplotlib()
+    index = list(range(min(4, spectra.n_stars))) if index is None else list(index)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 1.2 + 1.1 * len(index)))
+    x = spectra.wavelength if spectra.wavelength is not None else np.arange(spectra.n_pix)
+    keep = np.ones(x.shape, bool) if wave_range is None else (x >= wave_range[0]) & (x <= wave_range[1])
+    for k, i in enumerate(index):
+        f = np.asarray(spectra.flux[i], float) - k * offset
+        bad = np.asarray(spectra.ivar[i]) == 0
+        good = np.where(bad, np.nan, f)
+        ax.plot(x[keep], good[keep], lw=0.6, color=f"C{k % 10}")
+        if bad[keep].any():
+            ax.plot(x[keep], np.where(bad, f, np.nan)[keep], lw=0.6, color="0.75")
+        if labels is not None:
+            parts = []
+            for name, fmt in (("TEFF", "{:.0f} K"), ("LOGG", "logg {:.2f}"), ("FE_H", "[Fe/H] {:+.2f}")):
+                if name in labels.names:
+                    v = labels.as_nan()[i, labels.index(name)]
+                    parts.append(fmt.format(v) if np.isfinite(v) else f"{name} ?")
+            ax.text(x[keep][0], 1.06 - k * offset, ", ".join(parts), fontsize=8, color=f"C{k % 10}")
+    ax.set_xlabel("vacuum wavelength [Angstrom]" if spectra.wavelength is not None else "pixel")
+    ax.set_ylabel("normalised flux + offset")
+    ax.set_ylim(1.2 - len(index) * offset - 0.4, 1.25)
+    return ax.figure
