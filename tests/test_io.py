@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 
 from jaxspec import io
-from jaxspec.data.preprocess import Standardizer
-
-
+from jaxspec.data.preprocess import Standardizer  # registered with io by its module
 
 
 @io.register()
