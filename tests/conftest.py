@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -24,7 +23,7 @@ def shared_data() -> Path:
 def assert_allclose(actual, desired, *, dtype=None, scale: float = 1.0, **kwargs) -> None:
     """``numpy.testing.assert_allclose`` with tolerances set by dtype (float32 ~5e-4, float64 ~5e-7)."""
     actual = np.asarray(actual)
-    dtype = np.dtype(dtype) if dtype is not None else np.dtype(jnp.result_type(actual.dtype, float))
+    dtype = np.dtype(dtype) if dtype is not None else np.result_type(actual.dtype, np.float32)
     tol = TOLERANCES.get(dtype, 5e-4) * scale
     kwargs.setdefault("rtol", tol)
     kwargs.setdefault("atol", tol)
