@@ -76,7 +76,7 @@ def test_spectra_rejects_bad_flux():
         Spectra(np.ones((1, 2)) + 1j, ivar=np.ones((1, 2)))
     with pytest.raises(ValueError, match=r"flux: expected a 2-D array .* found shape \(2, 2, 2\)"):
         Spectra(np.ones((2, 2, 2)), ivar=np.ones((2, 2, 2)))
-    with pytest.raises(ValueError, match="1 star.* no finite pixel .* row 1"):
+    with pytest.raises(ValueError, match="star.* no finite pixel .* row 1"):
         Spectra(np.array([[1.0, 2.0], [np.nan, np.nan]]), ivar=np.ones((2, 2)))
 
 
@@ -101,6 +101,27 @@ def test_labels_validation_and_missing_values():
         Labels(np.ones((2, 2)), ivar=np.ones((2, 2)), names="ab")
     # A star with every label missing is legitimate (a test star).
     assert Labels([[np.nan, np.nan]], err=[[1.0, 1.0]], names=["a", "b"]).observed.sum() == 0
+
+
+def test_block_conversion_matches_whole_array_and_reports_global_rows(monkeypatch):
+    from jaxspec.data import _checks
+
+    rng = np.random.default_rng(5)
+    flux = rng.normal(1, 0.1, size=(37, 6))
+    err = rng.uniform(0.01, 0.1, size=(37, 6))
+    flux[rng.random(flux.shape) < 0.1] = np.nan
+    whole = Spectra(flux, err=err)
+    monkeypatch.setattr(_checks, "_BLOCK_ELEMENTS", 12)  # two rows per block
+    blocked = Spectra(flux, err=err)
+    np.testing.assert_array_equal(blocked.flux, whole.flux)
+    np.testing.assert_array_equal(blocked.ivar, whole.ivar)
+    err[30, 4] = -1.0
+    with pytest.raises(ValueError, match="first at star 30, column 4"):
+        Spectra(flux, err=err)
+    flux[33] = np.nan
+    err[30, 4] = 0.1
+    with pytest.raises(ValueError, match="no finite pixel .* row 33"):
+        Spectra(flux, err=err)
 
 
 def test_immutable():

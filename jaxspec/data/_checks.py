@@ -1,4 +1,10 @@
-"""Validation helpers shared by the containers: numeric arrays, shapes, weights."""
+"""Validation and conversion shared by the containers.
+
+``convert`` turns values plus ``ivar`` or ``err`` (plus NaN and a boolean mask)
+into finite values and an inverse variance in the storage dtype.  It works on
+blocks of rows, so a survey-sized input costs the output plus a few
+block-sized float64 temporaries, not several full-size copies.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,11 @@ from typing import Any
 
 import numpy as np
 
+_BLOCK_ELEMENTS = 1 << 22  # ~4M entries (32 MB in float64) per block of rows
 
-def real_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
+
+def real_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as a numpy array of a real numeric dtype (bool becomes float), without copying if possible."""
     try:
         a = np.asarray(x)
     except Exception as exc:  # ragged lists, tracers, ...
@@ -16,7 +25,7 @@ def real_array(x: Any, name: str, dtype: np.dtype | None = None) -> np.ndarray:
         a = a.astype(np.float64)
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise TypeError(f"{name}: expected a real numeric array, found dtype {a.dtype}")
-    return a if dtype is None else a.astype(dtype, copy=False)
+    return a
 
 
 def as_2d(a: np.ndarray, name: str, axes: str) -> np.ndarray:
@@ -27,65 +36,94 @@ def as_2d(a: np.ndarray, name: str, axes: str) -> np.ndarray:
     return a
 
 
-def cast(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-    """Cast to the storage dtype; a finite value that does not fit is an error, not an inf."""
-    with np.errstate(over="ignore"):
-        out = a.astype(dtype)
-    overflow = np.isfinite(a) & ~np.isfinite(out)
-    if np.any(overflow):
-        raise ValueError(f"{name}: values beyond the range of {np.dtype(dtype).name}: {first_bad(overflow)}")
-    return out
-
-
-def first_bad(where: np.ndarray) -> str:
+def first_bad(where: np.ndarray, row0: int = 0) -> str:
     star, col = np.argwhere(where)[0]
-    return f"{int(where.sum())} entries, first at star {star}, column {col}"
+    return f"first at star {row0 + star}, column {col}"
 
 
-def weights(
-    values: np.ndarray,
+def _ivar_block(w: np.ndarray, is_err: bool, row0: int) -> np.ndarray:
+    if is_err:
+        if np.any(w < 0):
+            raise ValueError(f"err: expected errors >= 0 (NaN/inf: missing), found a negative {first_bad(w < 0, row0)}")
+        if np.any(w == 0):
+            raise ValueError(f"err: expected errors > 0, found a zero (infinite weight) {first_bad(w == 0, row0)}")
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            iv = 1.0 / np.square(w)
+        return np.where(np.isfinite(w), iv, 0.0)
+    if np.any(w < 0):
+        raise ValueError(f"ivar: expected inverse variances >= 0, found a negative one {first_bad(w < 0, row0)}")
+    if np.any(np.isposinf(w)):
+        raise ValueError(f"ivar: expected finite inverse variances, found +inf {first_bad(np.isposinf(w), row0)}")
+    return np.where(np.isnan(w), 0.0, w)
+
+
+def _store(block: np.ndarray, out: np.ndarray, name: str, row0: int) -> None:
+    """Write a float64 block into ``out``; a finite value beyond the dtype's range is an error, not an inf."""
+    with np.errstate(over="ignore"):
+        out[...] = block
+    overflow = np.isfinite(block) & ~np.isfinite(out)
+    if np.any(overflow):
+        raise ValueError(f"{name}: a value beyond the range of {out.dtype.name} {first_bad(overflow, row0)}")
+
+
+def convert(
+    values: Any,
     ivar: Any,
     err: Any,
     mask: Any,
+    *,
     names: tuple[str, str],
-) -> np.ndarray:
-    """Inverse variance from ``ivar`` or ``err`` with NaN and ``mask`` folded in.
+    dtype: np.dtype,
+    fill: float,
+    fill_unweighted: bool,
+    require_finite_row: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Finite values and inverse variance, both ``dtype``, zero weight where missing.
 
-    Returns the float64 ``ivar``, zero where masked; the caller fills values.
+    Parameters
+    ----------
+    values, ivar, err, mask
+        As the container constructors take them (exactly one of ivar/err).
+    names : (value name, axes description), for messages.
+    fill : float
+        Placeholder stored where a value is NaN/inf (or, with
+        ``fill_unweighted``, wherever its weight is zero).
+    require_finite_row : bool
+        Raise if a row has no finite value at all.
     """
     vname, axes = names
     if ivar is not None and err is not None:
         raise ValueError("give either ivar or err, not both")
     if ivar is None and err is None:
         raise ValueError("missing uncertainties: give ivar= (inverse variance) or err= (1-sigma errors)")
-    if err is not None:
-        e = as_2d(real_array(err, "err", np.float64), "err", axes)
-        if e.shape != values.shape:
-            raise ValueError(f"err: expected shape {values.shape} (same as {vname}), found {e.shape}")
-        if np.any(e < 0):
-            raise ValueError(f"err: expected errors >= 0 (NaN/inf = missing), found negatives: {first_bad(e < 0)}")
-        if np.any(e == 0):
-            raise ValueError(f"err: expected errors > 0, found zeros (infinite weight): {first_bad(e == 0)}")
-        with np.errstate(divide="ignore", over="ignore"):
-            iv = np.where(np.isfinite(e), 1.0 / np.square(e), 0.0)
-        iv = np.where(np.isnan(e), 0.0, iv)
-    else:
-        iv = as_2d(real_array(ivar, "ivar", np.float64), "ivar", axes)
-        if iv.shape != values.shape:
-            raise ValueError(f"ivar: expected shape {values.shape} (same as {vname}), found {iv.shape}")
-        if np.any(iv < 0):
-            raise ValueError(f"ivar: expected inverse variances >= 0, found negative values: {first_bad(iv < 0)}")
-        if np.any(np.isposinf(iv)):
-            raise ValueError(f"ivar: expected finite inverse variances, found +inf: {first_bad(np.isposinf(iv))}")
-        iv = np.where(np.isnan(iv), 0.0, iv)
+    v = as_2d(real_array(values, vname), vname, axes)
+    wname = "err" if err is not None else "ivar"
+    w = as_2d(real_array(err if err is not None else ivar, wname), wname, axes)
+    if w.shape != v.shape:
+        raise ValueError(f"{wname}: expected shape {v.shape} (same as {vname}), found {w.shape}")
+    m = None
     if mask is not None:
         m = np.asarray(mask)
         if m.dtype != bool:
             raise TypeError(f"mask: expected a boolean array (True = bad), found dtype {m.dtype}")
         try:
-            m = np.broadcast_to(m, values.shape)
+            m = np.broadcast_to(m, v.shape)
         except ValueError:
-            raise ValueError(f"mask: expected shape {values.shape} or ({values.shape[1]},), found {m.shape}") from None
-        iv = np.where(m, 0.0, iv)
-    iv = np.where(np.isfinite(values), iv, 0.0)
-    return iv
+            raise ValueError(f"mask: expected shape {v.shape} or ({v.shape[1]},), found {m.shape}") from None
+    out_v, out_w = np.empty(v.shape, dtype), np.empty(v.shape, dtype)
+    step = max(1, _BLOCK_ELEMENTS // max(1, v.shape[1]))
+    for r0 in range(0, v.shape[0], step):
+        rows = slice(r0, r0 + step)
+        vb = v[rows].astype(np.float64)
+        finite = np.isfinite(vb)
+        if require_finite_row and not finite.any(axis=1).all():
+            bad = np.flatnonzero(~finite.any(axis=1))
+            raise ValueError(f"{vname}: star(s) with no finite pixel (all NaN/inf), first at row {r0 + bad[0]}")
+        iv = _ivar_block(w[rows].astype(np.float64), err is not None, r0)
+        if m is not None:
+            iv[m[rows]] = 0.0
+        iv[~finite] = 0.0
+        keep = finite & (iv > 0) if fill_unweighted else finite
+        _store(np.where(keep, vb, fill), out_v[rows], vname, r0)
+        _store(iv, out_w[rows], wname, r0)
+    return out_v, out_w

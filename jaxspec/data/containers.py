@@ -24,9 +24,8 @@ import numpy as np
 from jax.tree_util import GetAttrKey
 
 from jaxspec.data._checks import as_2d as _as_2d
-from jaxspec.data._checks import cast as _cast
+from jaxspec.data._checks import convert as _convert
 from jaxspec.data._checks import real_array as _real_array
-from jaxspec.data._checks import weights as _weights
 
 __all__ = ["Labels", "Spectra", "concatenate", "default_float", "train_test_split"]
 
@@ -112,26 +111,31 @@ class Spectra:
 
     def __init__(self, flux, ivar=None, wavelength=None, *, err=None, mask=None, fill_value=1.0, dtype=None):
         dtype = default_float() if dtype is None else np.dtype(dtype)
-        f = _as_2d(_real_array(flux, "flux", np.float64), "flux", "(n_stars, n_pix)")
-        if f.shape[1] == 0:
-            raise ValueError(f"flux: expected at least one pixel, found shape {f.shape}")
-        empty = ~np.isfinite(f).any(axis=1)
-        if np.any(empty):
-            rows = np.flatnonzero(empty)
-            raise ValueError(f"flux: {rows.size} star(s) have no finite pixel (all NaN/inf), first at row {rows[0]}")
-        iv = _weights(f, ivar, err, mask, ("flux", "(n_stars, n_pix)"))
-        f = np.where(np.isfinite(f), f, fill_value)
+        n_pix = _as_2d(_real_array(flux, "flux"), "flux", "(n_stars, n_pix)").shape[1]
+        if n_pix == 0:
+            raise ValueError("flux: expected at least one pixel, found none")
         wave = None
         if wavelength is not None:
-            w = _real_array(wavelength, "wavelength", np.float64)
-            if w.shape != (f.shape[1],):
-                raise ValueError(f"wavelength: expected shape ({f.shape[1]},) (one per pixel), found {w.shape}")
+            w = _real_array(wavelength, "wavelength").astype(np.float64)
+            if w.shape != (n_pix,):
+                raise ValueError(f"wavelength: expected shape ({n_pix},) (one per pixel), found {w.shape}")
             if not np.all(np.isfinite(w)) or np.any(w <= 0):
                 raise ValueError("wavelength: expected finite, positive values (vacuum Angstrom)")
-            if f.shape[1] > 1 and not np.all(np.diff(w) > 0):
+            if n_pix > 1 and not np.all(np.diff(w) > 0):
                 raise ValueError("wavelength: expected a strictly increasing grid")
             wave = _Static(w)
-        self._set(_cast(f, dtype, "flux"), _cast(iv, dtype, "ivar" if err is None else "err"), wave)
+        f, iv = _convert(
+            flux,
+            ivar,
+            err,
+            mask,
+            names=("flux", "(n_stars, n_pix)"),
+            dtype=dtype,
+            fill=fill_value,
+            fill_unweighted=False,
+            require_finite_row=True,
+        )
+        self._set(f, iv, wave)
 
     def _set(self, flux, ivar, wave):
         object.__setattr__(self, "flux", flux)
@@ -242,19 +246,28 @@ class Labels:
 
     def __init__(self, values, ivar=None, names: Sequence[str] | None = None, *, err=None, mask=None, dtype=None):
         dtype = default_float() if dtype is None else np.dtype(dtype)
-        v = _as_2d(_real_array(values, "values", np.float64), "values", "(n_stars, n_labels)")
+        n_labels = _as_2d(_real_array(values, "values"), "values", "(n_stars, n_labels)").shape[1]
         if names is None:
             raise ValueError("names: expected one name per label column, found None")
         if isinstance(names, str) or not all(isinstance(n, str) for n in names):
             raise TypeError(f"names: expected a sequence of str, found {names!r}")
         names = tuple(names)
-        if len(names) != v.shape[1]:
-            raise ValueError(f"names: expected {v.shape[1]} names (one per column of values), found {len(names)}")
+        if len(names) != n_labels:
+            raise ValueError(f"names: expected {n_labels} names (one per column of values), found {len(names)}")
         if len(set(names)) != len(names):
             raise ValueError(f"names: expected unique names, found {names}")
-        iv = _weights(v, ivar, err, mask, ("values", "(n_stars, n_labels)"))
-        v = np.where(np.isfinite(v) & (iv > 0), v, 0.0)
-        self._set(_cast(v, dtype, "values"), _cast(iv, dtype, "ivar" if err is None else "err"), names)
+        v, iv = _convert(
+            values,
+            ivar,
+            err,
+            mask,
+            names=("values", "(n_stars, n_labels)"),
+            dtype=dtype,
+            fill=0.0,
+            fill_unweighted=True,
+            require_finite_row=False,
+        )
+        self._set(v, iv, names)
 
     def _set(self, values, ivar, names):
         object.__setattr__(self, "values", values)
