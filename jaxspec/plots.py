@@ -37,7 +37,7 @@ def plot_spectra(
     *,
     labels: Labels | None = None,
     wave_range: tuple[float, float] | None = None,
-    offset: float = 0.6,
+    offset: float = 0.7,
     ax=None,
 ):
     """Several spectra stacked with a vertical offset, masked pixels greyed out.
@@ -63,23 +63,46 @@ def plot_spectra(
     index = list(range(min(4, spectra.n_stars))) if index is None else list(index)
     if ax is None:
         _, ax = plt.subplots(figsize=(11, 1.2 + 1.1 * len(index)))
-    x = spectra.wavelength if spectra.wavelength is not None else np.arange(spectra.n_pix)
+    x = spectra.wavelength if spectra.wavelength is not None else np.arange(spectra.n_pix, dtype=float)
     keep = np.ones(x.shape, bool) if wave_range is None else (x >= wave_range[0]) & (x <= wave_range[1])
+    x = x[keep]
+    gaps = _gap_positions(x)  # chip gaps: break the line instead of bridging them
     for k, i in enumerate(index):
-        f = np.asarray(spectra.flux[i], float) - k * offset
-        bad = np.asarray(spectra.ivar[i]) == 0
-        good = np.where(bad, np.nan, f)
-        ax.plot(x[keep], good[keep], lw=0.6, color=f"C{k % 10}")
-        if bad[keep].any():
-            ax.plot(x[keep], np.where(bad, f, np.nan)[keep], lw=0.6, color="0.75")
+        f = np.asarray(spectra.flux[i], float)[keep] - k * offset
+        bad = np.asarray(spectra.ivar[i])[keep] == 0
+        ax.plot(*_broken(x, np.where(bad, np.nan, f), gaps), lw=0.6, color=f"C{k % 10}")
+        if bad.any():
+            ax.plot(*_broken(x, np.where(bad, f, np.nan), gaps), lw=0.6, color="0.75")
         if labels is not None:
             parts = []
             for name, fmt in (("TEFF", "{:.0f} K"), ("LOGG", "logg {:.2f}"), ("FE_H", "[Fe/H] {:+.2f}")):
                 if name in labels.names:
                     v = labels.as_nan()[i, labels.index(name)]
                     parts.append(fmt.format(v) if np.isfinite(v) else f"{name} ?")
-            ax.text(x[keep][0], 1.06 - k * offset, ", ".join(parts), fontsize=8, color=f"C{k % 10}")
+            ax.text(
+                1.005,
+                1.0 - k * offset,
+                "\n".join(parts),
+                fontsize=8,
+                color=f"C{k % 10}",
+                va="center",
+                transform=ax.get_yaxis_transform(),
+            )
     ax.set_xlabel("vacuum wavelength [Angstrom]" if spectra.wavelength is not None else "pixel")
     ax.set_ylabel("normalised flux + offset")
-    ax.set_ylim(1.2 - len(index) * offset - 0.4, 1.25)
+    ax.set_ylim(1.0 - (len(index) - 1) * offset - 0.6, 1.25)
+    ax.set_xlim(x[0], x[-1])
     return ax.figure
+
+
+def _gap_positions(x: np.ndarray) -> np.ndarray:
+    """Indices after which the grid jumps by more than three typical steps."""
+    if x.size < 3:
+        return np.zeros(0, int)
+    step = np.diff(x)
+    return np.flatnonzero(step > 3 * np.median(step))
+
+
+def _broken(x: np.ndarray, y: np.ndarray, gaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x, y`` with a NaN inserted at each gap so a line plot does not bridge it."""
+    return np.insert(x, gaps + 1, np.nan), np.insert(y, gaps + 1, np.nan)
