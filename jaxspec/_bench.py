@@ -40,6 +40,17 @@ def _listener(event: str, duration: float, **kwargs) -> None:
 jax.monitoring.register_event_duration_secs_listener(_listener)
 
 
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def machine_info() -> dict:
     """Host, CPU count, devices and library versions."""
     import jaxlib
@@ -53,7 +64,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model() or platform.processor() or platform.machine(),
         "backend": jax.default_backend(),
         "devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
         "jax": jax.__version__,
