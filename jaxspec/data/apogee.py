@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyUserWarning
 from tqdm import tqdm
 
+from jaxspec.data._fits import fits_call, read_images
 from jaxspec.data._grids import CHIP_RANGES, DLOGLAM, LOGLAM0, N_PIX_FULL, chip_indices, full_wavelength
 from jaxspec.data.containers import Labels, Spectra, concatenate
 
@@ -73,57 +71,6 @@ def pixmask_value(bits: Iterable[int | str]) -> int:
             raise ValueError(f"bad_bits: expected bit numbers in [0, 63] or bit names, found {b!r}")
         value |= 1 << int(b)
     return value
-
-
-# -- reading FITS ------------------------------------------------------------------------------------
-def _fits_call(path: Path, load: Callable):
-    """``load()``, with astropy's exceptions and truncation warnings turned into ``OSError`` naming the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    failure = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            out = load()
-        except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
-            failure = exc
-    broken = [str(w.message) for w in caught if issubclass(w.category, AstropyUserWarning)]
-    broken = [m for m in broken if re.search("truncat|corrupt", m)]
-    if failure is not None or broken:
-        reasons = [*dict.fromkeys(broken), *([f"{type(failure).__name__}: {failure}"] if failure else [])]
-        raise OSError(f"{path}: not a readable FITS file (corrupt or truncated?): {'; '.join(reasons)}") from failure
-    for w in caught:  # whatever else astropy said about this file still reaches the user, with the file's name
-        warnings.warn(f"{path}: {w.message}", w.category, stacklevel=3)
-    return out
-
-
-def _read_images(path: Path, fields: tuple[str, ...]) -> tuple[fits.Header, list[tuple[fits.Header, np.ndarray]]]:
-    """The primary header and ``(header, data)`` of HDU1..len(fields), checked to be same-shape images."""
-
-    def load():
-        with fits.open(path, memmap=False) as hdul:
-            n_hdu = len(hdul)
-            hdus = [
-                (h.header.copy(), np.array(h.data) if h.is_image and h.data is not None else type(h).__name__)
-                for h in hdul[: len(fields) + 1]
-            ]
-        return hdus, n_hdu
-
-    hdus, n_hdu = _fits_call(path, load)
-    out = []
-    for i, field in enumerate(fields, start=1):
-        where = f"{path}: HDU{i} ({field})"
-        if i >= n_hdu:
-            raise ValueError(f"{where}: missing; expected HDU1-{len(fields)} = {', '.join(fields)}, found {n_hdu} HDUs")
-        header, data = hdus[i]
-        if isinstance(data, str):
-            raise ValueError(f"{where}: expected a non-empty image HDU, found {data}")
-        if not np.issubdtype(data.dtype, np.number) or data.ndim not in (1, 2) or data.size == 0:
-            raise ValueError(f"{where}: expected a 1-D or 2-D numeric image, found shape {data.shape}, {data.dtype}")
-        if i > 1 and data.shape != out[0][1].shape:
-            raise ValueError(f"{where}: expected shape {out[0][1].shape} like HDU1, found {data.shape}")
-        out.append((header, data))
-    return hdus[0][0], out
 
 
 # -- the wavelength grid and the spectra --------------------------------------------------------------
@@ -221,7 +168,7 @@ def read_aspcapstar(path: str | os.PathLike, *, n_pix: int | None = 7514) -> Spe
         negative errors, or no usable pixel (the message names file and HDU).
     """
     path = Path(path)
-    primary, [(h1, flux), (_, err)] = _read_images(path, ("flux", "error"))
+    primary, [(h1, flux), (_, err)] = read_images(path, ("flux", "error"))
     if flux.ndim != 1:
         raise ValueError(f"{path}: HDU1 (flux): expected a 1-D spectrum, found shape {flux.shape}")
     f, e = np.asarray(flux, np.float64)[None], np.asarray(err, np.float64)[None]
@@ -294,7 +241,7 @@ def read_apstar(
     """
     path = Path(path)
     badmask = np.uint64(pixmask_value(bad_bits))
-    primary, [(h1, flux), (_, err), (_, mask)] = _read_images(path, ("flux", "error", "bitmask"))
+    primary, [(h1, flux), (_, err), (_, mask)] = read_images(path, ("flux", "error", "bitmask"))
     if not np.issubdtype(mask.dtype, np.integer):
         raise ValueError(f"{path}: HDU3 (bitmask): expected an integer APOGEE_PIXMASK image, found {mask.dtype}")
     idx = _apstar_rows(path, rows, primary, flux.shape)
@@ -424,7 +371,7 @@ def read_allstar(
             got = {c: (np.array(data[c]), cols[c].null, cols[c].format) for c in wanted if c in cols.names}
             return got, list(cols.names), len(data), sel
 
-    loaded = _fits_call(path, load)
+    loaded = fits_call(path, load)
     if isinstance(loaded, str):
         raise ValueError(f"{at}: expected a binary table (the allStar catalog), found {loaded}")
     if isinstance(loaded, Exception):
