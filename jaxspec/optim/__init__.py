@@ -1,0 +1,1 @@
+"""The shared engine: solvers, per-star latent fits, train steps, sharding."""
