@@ -185,23 +185,29 @@ def save(path: str | os.PathLike, model: Any, *, metadata: dict | None = None) -
         text = json.dumps(meta)
     except TypeError as exc:
         raise TypeError(f"metadata: expected JSON-serialisable values ({exc})") from None
+    write_npz(path, {_META_KEY: np.array(text), **arrays})
+    return path
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to the ``.npz`` ``path`` atomically: a temporary file in the same folder, then rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{_META_KEY: np.array(text)}, **arrays)
+            np.savez(fh, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
-def _read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every entry of an ``.npz`` file, never unpickling: an object entry is a ``ValueError`` naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
+        raise FileNotFoundError(f"{path}: no such file")
     try:
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             arrays = {}
@@ -211,15 +217,21 @@ def _read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
                 except ValueError as exc:
                     if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
                         raise ValueError(
-                            f"{path}: entry {key!r} holds a pickled object; jaxspec model files never do, refusing it"
+                            f"{path}: entry {key!r} holds a pickled object; jaxspec files never do, refusing it"
                         ) from None
                     raise
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable .npz model file ({exc})") from None
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
     except ValueError as exc:
         if str(exc).startswith(str(path)):
             raise
-        raise ValueError(f"{path}: not a readable .npz model file ({exc})") from None
+        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+    return arrays
+
+
+def _read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    path = Path(path)
+    arrays = read_npz(path)
     raw = arrays.pop(_META_KEY, None)
     if raw is None:
         raise ValueError(f"{path}: no {_META_KEY} entry; not a jaxspec model file")
