@@ -49,6 +49,9 @@ def _ivar_block(w: np.ndarray, is_err: bool, row0: int) -> np.ndarray:
             raise ValueError(f"err: expected errors > 0, found a zero (infinite weight) {first_bad(w == 0, row0)}")
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             iv = 1.0 / np.square(w)
+        overflow = np.isfinite(w) & ~np.isfinite(iv)
+        if np.any(overflow):
+            raise ValueError(f"err: an error so small that 1/err**2 overflows {first_bad(overflow, row0)}")
         return np.where(np.isfinite(w), iv, 0.0)
     if np.any(w < 0):
         raise ValueError(f"ivar: expected inverse variances >= 0, found a negative one {first_bad(w < 0, row0)}")
