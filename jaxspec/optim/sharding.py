@@ -88,9 +88,9 @@ def pad_rows(tree, multiple: int):
     Repeating a real row (not zeros) keeps padded problems well posed; callers
     drop the padded results.
     """
-    leaves = jax.tree_util.tree_leaves(tree)
-    if not leaves:
-        raise ValueError("tree: expected at least one array")
+    if int(multiple) < 1:
+        raise ValueError(f"multiple: expected an integer >= 1, found {multiple!r}")
+    leaves = _rows(tree)
     n = int(np.shape(leaves[0])[0])
     for leaf in leaves:
         if np.shape(leaf)[0] != n:
@@ -106,17 +106,31 @@ def pad_rows(tree, multiple: int):
     return jax.tree_util.tree_map(pad, tree), n
 
 
+def _rows(tree) -> list:
+    """The leaves of ``tree``, each checked to have a leading (star) axis."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        raise ValueError("tree: expected at least one array")
+    if any(np.ndim(leaf) == 0 for leaf in leaves):
+        raise ValueError("tree: every leaf needs a leading (star) axis, found a scalar")
+    return leaves
+
+
+def _check_divisible(tree, size: int, what: str) -> None:
+    for leaf in _rows(tree):
+        if np.shape(leaf)[0] % size:
+            raise ValueError(
+                f"tree: leading axis {np.shape(leaf)[0]} is not a multiple of the {size} {what}; pad_rows first"
+            )
+
+
 def shard_batch(tree, mesh: Mesh):
     """Place a host batch (leading axis divisible by the mesh size) split over ``"data"``.
 
-    Single-process use; with several processes use :func:`global_batch`.
+    With several processes every process must pass the same full host array;
+    to give each process only its own rows use :func:`global_batch`.
     """
-    size = mesh.devices.size
-    for leaf in jax.tree_util.tree_leaves(tree):
-        if np.shape(leaf)[0] % size:
-            raise ValueError(
-                f"tree: leading axis {np.shape(leaf)[0]} is not a multiple of the {size} devices; pad_rows first"
-            )
+    _check_divisible(tree, mesh.devices.size, "devices")
     return jax.device_put(tree, batch_sharding(mesh))
 
 
@@ -127,5 +141,6 @@ def global_batch(local_tree, mesh: Mesh):
     by its local device count); the result is one global array sharded over
     ``"data"`` whose leading axis is the concatenation in process order.
     """
+    _check_divisible(local_tree, jax.local_device_count(), "local devices")
     sharding = batch_sharding(mesh)
     return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)
