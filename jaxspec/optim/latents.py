@@ -1,0 +1,431 @@
+r"""``fit_latents``: per-star latent (or label) optimisation, vmapped, chunked, sharded.
+
+For a decoder :math:`f_\theta(z)` mapping ``P`` latents to ``n_out`` outputs
+(pixels, label values), each star's latents minimise
+
+.. math::
+
+    L(z) = \tfrac12 \sum_{i=1}^{n_\mathrm{out}} w_i \bigl(y_i - f_\theta(z)_i\bigr)^2
+           + \tfrac12 (z - \mu)^\top \Lambda (z - \mu),
+
+with ``w = ivar`` (0 = masked) and a Gaussian prior of mean :math:`\mu` and
+precision :math:`\Lambda` (an L2 penalty of strength :math:`\Omega` is
+:math:`\mu = 0,\ \Lambda = \Omega I`; no prior is :math:`\Lambda = 0`).
+
+The objective is written for one star and ``jax.vmap``-ed once.  Stars are
+processed in chunks of a fixed shape (the last chunk padded with
+:func:`jaxspec.optim.sharding.pad_rows`), so memory stays bounded and the chunk
+function compiles once; each chunk is split over the ``"data"`` axis of a
+device mesh (a no-op on one device).
+
+Methods
+-------
+``"linear"``
+    The decoder is affine in ``z`` (declared by the caller, not detected):
+    :math:`f(z) = f(0) + J z`.  The normal equations
+    :math:`(J^\top W J + \Lambda) z = J^\top W (y - f(0)) + \Lambda\mu` are
+    solved by Cholesky after Jacobi scaling (unit diagonal) with a small
+    jitter, never by an explicit inverse, so float32 stays accurate.
+``"gauss_newton"``, ``"levenberg_marquardt"``, ``"dense_gauss_newton"``
+    Nonlinear least squares on the whitened residuals (see
+    :func:`jaxspec.optim.solvers.least_squares`); the dense Gauss-Newton
+    (``jacfwd`` Jacobian, Cholesky, adaptive damping) is the fastest for a
+    few latents and many pixels.
+``"lbfgs"``
+    L-BFGS on :math:`L(z)` (:func:`jaxspec.optim.solvers.minimize`), backend
+    ``"jaxopt"`` or ``"optax"`` from :class:`FitOptions`.
+
+Differentiation with respect to ``params`` (and the data): the linear solve is
+differentiated directly (it is a Cholesky solve); the iterative methods use
+**implicit differentiation** at the solution (jaxopt's ``custom_root``), not
+unrolled iterations.  A ``decode`` function is a static argument of the
+compiled chunk function: pass the same function object on every call to
+avoid recompiling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from jaxspec.data.containers import Labels, Spectra, default_float
+from jaxspec.optim import sharding, solvers
+
+__all__ = ["METHODS", "FitOptions", "GaussianPrior", "LatentFit", "fit_latents"]
+
+METHODS = ("linear", "gauss_newton", "levenberg_marquardt", "dense_gauss_newton", "lbfgs")
+
+
+class GaussianPrior(NamedTuple):
+    r"""Gaussian prior on one star's latents: :math:`z \sim \mathcal N(\mu, \Lambda^{-1})`.
+
+    Attributes
+    ----------
+    mean : array, shape ``(P,)``
+        Prior mean :math:`\mu`.
+    precision : array, shape ``(P, P)``
+        Symmetric positive semi-definite precision :math:`\Lambda`.
+    """
+
+    mean: Any
+    precision: Any
+
+    @classmethod
+    def l2(cls, strength: float, n_latents: int) -> GaussianPrior:
+        r"""The L2 penalty :math:`\tfrac12\Omega\lVert z\rVert^2`: mean 0, precision :math:`\Omega I`."""
+        if not strength >= 0:
+            raise ValueError(f"strength: expected Omega >= 0, found {strength!r}")
+        return cls(np.zeros(n_latents), strength * np.eye(n_latents))
+
+
+class FitOptions(NamedTuple):
+    """Solver options for :func:`fit_latents`.
+
+    Attributes
+    ----------
+    tol : float
+        Stopping tolerance of the iterative methods (Gauss-Newton: step norm;
+        Levenberg-Marquardt and L-BFGS: gradient norm).
+    maxiter : int
+        Iteration cap per star.
+    chunk_size : int
+        Stars per compiled chunk (rounded up to a multiple of the device count).
+    backend : {"jaxopt", "optax"}
+        L-BFGS implementation for ``method="lbfgs"``.
+    max_stepsize : float
+        Largest L-BFGS line-search step.
+    """
+
+    tol: float = 1e-6
+    maxiter: int = 100
+    chunk_size: int = 1024
+    backend: str = "jaxopt"
+    max_stepsize: float = 1e3
+
+
+class LatentFit(NamedTuple):
+    r"""Result of :func:`fit_latents` (``n`` stars, ``P`` latents).
+
+    Attributes
+    ----------
+    z : array ``(n, P)``
+        Best-fit latents; the prior mean (``z0`` without a prior) for a
+        flagged star.
+    chi2 : array ``(n,)``
+        :math:`\sum_i w_i (y_i - f(z)_i)^2` (data term only); 0 for a star with
+        no unmasked output, ``inf`` where the decoder gave non-finite values.
+    reduced_chi2 : array ``(n,)``
+        ``chi2 / (n_good - P)``; ``inf`` where ``n_good <= P``.
+    converged : bool array ``(n,)``
+        Solver converged and the result is finite; ``False`` for a star with
+        every output masked.
+    iterations : int array ``(n,)``
+        Solver iterations (1 for ``"linear"``).
+    covariance : array ``(n, P, P)`` or None
+        Laplace covariance :math:`(J^\top W J + \Lambda)^{-1}` at ``z`` when
+        requested; ``inf`` on the diagonal where it is undefined.
+    """
+
+    z: jax.Array
+    chi2: jax.Array
+    reduced_chi2: jax.Array
+    converged: jax.Array
+    iterations: jax.Array
+    covariance: jax.Array | None = None
+
+
+# -- one star ------------------------------------------------------------------
+
+
+def _cholesky_solve(a, b):
+    """Solve ``a x = b`` (``a`` symmetric PSD, ``b`` vector or matrix) by Jacobi-scaled Cholesky with jitter."""
+    d = jnp.sqrt(jnp.diagonal(a))
+    d = jnp.where(d > 0, d, 1.0)
+    scaled = a / d[:, None] / d[None, :]
+    jitter = jnp.finfo(a.dtype).eps  # relative to the unit diagonal: keeps a PSD matrix factorable, biases little
+    factor = jax.scipy.linalg.cho_factor(scaled + jitter * jnp.eye(a.shape[0], dtype=a.dtype), lower=True)
+    rhs = b / (d if b.ndim == 1 else d[:, None])
+    x = jax.scipy.linalg.cho_solve(factor, rhs)
+    return x / (d if b.ndim == 1 else d[:, None])
+
+
+def _residual(z, params, y, ivar, mean, root, decode):
+    """Whitened residuals: data ``sqrt(w) (y - f(z))`` then prior ``Lambda^(1/2) (z - mu)``."""
+    good = ivar > 0
+    r = jnp.where(good, jnp.sqrt(jnp.where(good, ivar, 0.0)) * (y - decode(params, z)), 0.0)
+    return jnp.concatenate([r, root @ (z - mean)])
+
+
+def _finish(z, chi2, n_good, converged, iterations, precision_at_z, fallback, *, has_prior, covariance):
+    """Flag and replace non-finite or data-free results; never return NaN."""
+    p = z.shape[0]
+    ok = jnp.all(jnp.isfinite(z)) & jnp.isfinite(chi2) & (n_good > 0)
+    chi2_out = jnp.where(ok, chi2, jnp.where(n_good > 0, jnp.inf, 0.0))
+    dof = n_good - p
+    reduced = jnp.where(dof > 0, chi2_out / jnp.maximum(dof, 1), jnp.inf)
+    cov = None
+    if covariance:
+        cov = _cholesky_solve(precision_at_z, jnp.eye(p, dtype=z.dtype))
+        defined = jnp.all(jnp.isfinite(cov)) & (ok | (has_prior & (n_good == 0)))
+        cov = jnp.where(defined, cov, jnp.diag(jnp.full(p, jnp.inf, z.dtype)))
+    return LatentFit(
+        jnp.where(ok, z, fallback), chi2_out, reduced, converged & ok, jnp.asarray(iterations, jnp.int32), cov
+    )
+
+
+def _fit_one_linear(y, ivar, z0, mean, precision, f0, jac, jac_tri, *, has_prior, covariance):
+    """Exact normal-equation solve for one star (decoder ``f0 + jac @ z``)."""
+    p = jac.shape[1]
+    good = ivar > 0
+    w = jnp.where(good, ivar, 0.0)
+    dy = jnp.where(good, y - f0, 0.0)
+    gram = jnp.zeros((p, p), w.dtype).at[np.triu_indices(p)].set(w @ jac_tri)
+    gram = gram + jnp.triu(gram, 1).T + precision
+    z = _cholesky_solve(gram, (w * dy) @ jac + precision @ mean)
+    chi2 = jnp.sum(w * jnp.square(dy - jac @ z))
+    fallback = mean if has_prior else z0
+    return _finish(
+        z, chi2, jnp.sum(good), jnp.array(True), 1, gram, fallback, has_prior=has_prior, covariance=covariance
+    )
+
+
+def _fit_one(params, y, ivar, z0, mean, precision, root, *, decode, method, options, has_prior, covariance):
+    """Iterative fit for one star."""
+    args = (params, y, ivar, mean, root)
+    res_fn = partial(_residual, decode=decode)
+    if method == "lbfgs":
+        objective = lambda z, *a: 0.5 * jnp.sum(jnp.square(res_fn(z, *a)))  # noqa: E731
+        sol = solvers.minimize(
+            objective,
+            z0,
+            *args,
+            backend=options.backend,
+            tol=options.tol,
+            maxiter=options.maxiter,
+            max_stepsize=options.max_stepsize,
+        )
+    else:
+        sol = solvers.least_squares(res_fn, z0, *args, method=method, tol=options.tol, maxiter=options.maxiter)
+    z = sol.params
+    n_out = y.shape[0]
+    good = ivar > 0
+    r_data = res_fn(z, *args)[:n_out]
+    chi2 = jnp.sum(jnp.square(r_data))
+    hess = None
+    if covariance:
+        jac = jax.jacfwd(res_fn)(z, *args)[:n_out]
+        hess = jac.T @ jac + precision
+    fallback = mean if has_prior else z0
+    return _finish(
+        z,
+        chi2,
+        jnp.sum(good),
+        sol.converged,
+        sol.iterations,
+        hess,
+        fallback,
+        has_prior=has_prior,
+        covariance=covariance,
+    )
+
+
+@partial(jax.jit, static_argnames=("decode", "method", "options", "has_prior", "covariance"))
+def _fit_chunk(params, y, ivar, z0, mean, precision, root, *, decode, method, options, has_prior, covariance):
+    """``vmap`` of the one-star fit over a chunk of stars ``(chunk, ...)``."""
+    static = {"has_prior": has_prior, "covariance": covariance}
+    if method == "linear":
+        p = z0.shape[1]
+        zero = jnp.zeros(p, y.dtype)
+        f0 = decode(params, zero)
+        jac = jax.jacfwd(decode, argnums=1)(params, zero)
+        tri = np.triu_indices(p)
+        jac_tri = jac[:, tri[0]] * jac[:, tri[1]]  # (n_out, P(P+1)/2): the Gram matrix is one matmul per chunk
+        one = partial(_fit_one_linear, **static)
+        return jax.vmap(one, in_axes=(0, 0, 0, None, None, None, None, None))(
+            y, ivar, z0, mean, precision, f0, jac, jac_tri
+        )
+    one = partial(_fit_one, decode=decode, method=method, options=options, **static)
+    return jax.vmap(one, in_axes=(None, 0, 0, 0, None, None, None))(params, y, ivar, z0, mean, precision, root)
+
+
+# -- validation ------------------------------------------------------------------
+
+
+def _split_data(data) -> tuple[Any, Any]:
+    if isinstance(data, Spectra):
+        return data.flux, data.ivar
+    if isinstance(data, Labels):
+        return data.values, data.ivar
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return data[0], data[1]
+    raise TypeError(f"data: expected Spectra, Labels or a (y, ivar) pair of arrays, found {type(data).__name__}")
+
+
+def _check_data(y, ivar) -> tuple[np.ndarray, np.ndarray]:
+    y, ivar = np.asarray(y), np.asarray(ivar)
+    if y.ndim != 2 or ivar.shape != y.shape:
+        raise ValueError(f"data: expected y and ivar of one shape (n_stars, n_out), found {y.shape} and {ivar.shape}")
+    if y.shape[0] == 0 or y.shape[1] == 0:
+        raise ValueError(f"data: expected at least one star and one output, found shape {y.shape}")
+    if np.any(~(ivar >= 0)) or np.any(np.isposinf(ivar)):
+        raise ValueError("data: expected ivar finite and >= 0 (0 = masked), found a negative, NaN or inf value")
+    if not np.all(np.isfinite(y) | (ivar == 0)):
+        raise ValueError("data: expected finite y wherever ivar > 0, found NaN or inf")
+    return y, ivar
+
+
+def _check_prior(prior, p: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if prior is None:
+        zeros = np.zeros((p, p), dtype)
+        return np.zeros(p, dtype), zeros, zeros
+    if not isinstance(prior, GaussianPrior):
+        raise TypeError(f"prior: expected a GaussianPrior or None, found {type(prior).__name__}")
+    mean, prec = np.asarray(prior.mean, np.float64), np.asarray(prior.precision, np.float64)
+    if mean.shape != (p,) or prec.shape != (p, p):
+        raise ValueError(f"prior: expected mean ({p},) and precision ({p}, {p}), found {mean.shape} and {prec.shape}")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(prec))):
+        raise ValueError("prior: expected finite mean and precision")
+    if not np.allclose(prec, prec.T, rtol=1e-6, atol=1e-12 * max(np.abs(prec).max(), 1.0)):
+        raise ValueError("prior: expected a symmetric precision matrix")
+    evals, evecs = np.linalg.eigh(0.5 * (prec + prec.T))
+    if evals.min() < -1e-8 * max(evals.max(), 1.0):
+        raise ValueError(f"prior: expected a positive semi-definite precision, found eigenvalue {evals.min():.3g}")
+    root = (evecs * np.sqrt(np.clip(evals, 0.0, None))) @ evecs.T  # symmetric square root
+    return mean.astype(dtype), prec.astype(dtype), root.astype(dtype)
+
+
+def _check_options(method: str, options: FitOptions) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, found {method!r}")
+    if not isinstance(options, FitOptions):
+        raise TypeError(f"options: expected FitOptions, found {type(options).__name__}")
+    if not isinstance(options.chunk_size, int) or options.chunk_size < 1:
+        raise ValueError(f"options.chunk_size: expected an int >= 1, found {options.chunk_size!r}")
+    if options.backend not in solvers.MINIMIZE_BACKENDS:
+        raise ValueError(f"options.backend: expected one of {solvers.MINIMIZE_BACKENDS}, found {options.backend!r}")
+    if not options.tol > 0:
+        raise ValueError(f"options.tol: expected a positive tolerance, found {options.tol!r}")
+    if isinstance(options.maxiter, bool) or not isinstance(options.maxiter, int) or options.maxiter < 1:
+        raise ValueError(f"options.maxiter: expected an int >= 1, found {options.maxiter!r}")
+
+
+# -- many stars ------------------------------------------------------------------
+
+
+def fit_latents(
+    decode: Callable,
+    params,
+    data,
+    z0,
+    *,
+    prior: GaussianPrior | None = None,
+    method: str = "gauss_newton",
+    options: FitOptions = FitOptions(),  # noqa: B008 - an immutable NamedTuple
+    covariance: bool = False,
+    mesh: Mesh | None = None,
+    progress: bool = True,
+) -> LatentFit:
+    r"""Fit each star's latents ``z`` to its data through a decoder (see the module docstring for the equation).
+
+    Parameters
+    ----------
+    decode : callable
+        ``decode(params, z) -> f``: one star's ``z`` of shape ``(P,)`` to its
+        prediction of shape ``(n_out,)`` (same units as the data).  Static for
+        compilation: reuse the same function object between calls.
+    params : pytree
+        Decoder parameters (shared by all stars); differentiable.
+    data : Spectra, Labels or (y, ivar)
+        Observations and inverse variances, ``(n_stars, n_out)``; ``ivar >= 0``,
+        0 = masked.
+    z0 : array ``(P,)`` or ``(n_stars, P)``
+        Starting latents (ignored by ``"linear"`` except as the fallback
+        without a prior).
+    prior : GaussianPrior, optional
+        Gaussian prior on ``z`` (``GaussianPrior.l2(Omega, P)`` for an L2
+        penalty); default none.
+    method : {"linear", "gauss_newton", "levenberg_marquardt", "dense_gauss_newton", "lbfgs"}
+        ``"linear"`` requires a decoder affine in ``z`` (declared, not checked).
+    options : FitOptions
+        Tolerance, iteration cap, chunk size, L-BFGS backend and step size.
+    covariance : bool
+        Also return the Laplace covariance :math:`(J^\top W J + \Lambda)^{-1}`.
+    mesh : jax.sharding.Mesh, optional
+        Mesh whose ``"data"`` axis splits the stars (default
+        :func:`jaxspec.optim.sharding.data_mesh`, all devices).
+    progress : bool
+        Show a progress bar over chunks.
+
+    Returns
+    -------
+    LatentFit
+        ``z``, ``chi2``, ``reduced_chi2``, ``converged``, ``iterations`` and
+        optionally ``covariance``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For an unknown ``method``/``options``, ``data`` of the wrong type or
+        with negative/non-finite ``ivar``, a decoder output whose shape does
+        not match ``data``, a non-finite ``z0`` or an invalid ``prior``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    >>> decode = lambda A, z: A @ z
+    >>> y = np.array([[1.0, 2.0, 2.0]])
+    >>> fit = fit_latents(decode, A, (y, np.ones_like(y)), np.zeros(2), method="linear", progress=False)
+    >>> np.round(np.asarray(fit.z), 4).tolist(), bool(fit.converged[0])
+    ([[1.0, 1.0]], True)
+    """
+    _check_options(method, options)
+    y, ivar = _check_data(*_split_data(data))
+    n, n_out = y.shape
+    dtype = default_float()
+    z0 = np.asarray(z0, dtype=dtype)
+    if z0.ndim == 1:
+        z0 = np.broadcast_to(z0, (n, z0.shape[0]))
+    if z0.ndim != 2 or z0.shape[0] != n or z0.shape[1] == 0:
+        raise ValueError(f"z0: expected shape (P,) or ({n}, P) with P >= 1, found {np.shape(z0)}")
+    if not np.all(np.isfinite(z0)):
+        raise ValueError("z0: expected finite starting latents, found NaN or inf")
+    p = z0.shape[1]
+    try:
+        out = jax.eval_shape(decode, params, jax.ShapeDtypeStruct((p,), dtype))
+    except Exception as exc:
+        raise ValueError(f"decode: failed on latents of shape ({p},) (from z0): {exc}") from exc
+    if not hasattr(out, "shape") or tuple(out.shape) != (n_out,):
+        raise ValueError(
+            f"decode: expected an output of shape ({n_out},) per star to match data, found {getattr(out, 'shape', out)}"
+        )
+    mean, precision, root = _check_prior(prior, p, dtype)
+
+    mesh = sharding.data_mesh() if mesh is None else mesh
+    n_dev = mesh.devices.size
+    chunk = min(options.chunk_size, n)
+    chunk = math.ceil(chunk / n_dev) * n_dev
+    static = {"decode": decode, "method": method, "options": options, "has_prior": prior is not None}
+    parts = []
+    for start in tqdm(range(0, n, chunk), disable=not progress, desc="fit_latents", unit="chunk"):
+        rows = (
+            y[start : start + chunk].astype(dtype, copy=False),
+            ivar[start : start + chunk].astype(dtype, copy=False),
+            z0[start : start + chunk],
+        )
+        rows, _ = sharding.pad_rows(rows, chunk)
+        rows = sharding.shard_batch(rows, mesh)
+        parts.append(_fit_chunk(params, *rows, mean, precision, root, covariance=covariance, **static))
+    fields = [
+        None if parts[0][i] is None else jnp.concatenate([part[i] for part in parts])[:n]
+        for i in range(len(LatentFit._fields))
+    ]
+    return LatentFit(*fields)
