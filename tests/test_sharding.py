@@ -98,6 +98,8 @@ def test_wls_solve_matches_numpy():
 # its results in `out` here and assertions in test_data_parallel_identical_one_vs_four_devices
 # and test_two_processes_match_one_process below.
 DATA_PARALLEL = f"""
+from jaxspec.optim.latents import FitOptions
+LATENT_OPTIONS = FitOptions(chunk_size=16)
 prob = make_problem(n={N_STARS})
 local = local_rows(prob, process_id, num_processes)
 batch = sharding.global_batch({{"flux": local["flux"], "ivar": local["ivar"]}}, mesh)
@@ -112,6 +114,30 @@ def step(params, design, flux, ivar):
 
 theta, loss, grad = step(params, design, batch["flux"], batch["ivar"])
 out["theta"], out["loss"], out["grad"] = theta, loss, grad
+# The engine on the same mesh: per-star latent fits (every process passes all rows) and a train step.
+from jaxspec.optim.latents import fit_latents
+from jaxspec.optim.train import make_train_step
+import optax
+
+def decode(design, z):
+    return jnp.tanh(design @ z)
+
+for method in ("linear", "dense_gauss_newton"):
+    dec = (lambda d, z: d @ z) if method == "linear" else decode
+    y = prob["flux"] if method == "linear" else np.tanh(0.3 * prob["flux"]).astype(np.float32)
+    fit = fit_latents(dec, prob["design"], (y, prob["ivar"]), np.zeros(prob["design"].shape[1], np.float32),
+                      method=method, mesh=mesh, progress=False, options=LATENT_OPTIONS)
+    out[f"latents_{{method}}"], out[f"chi2_{{method}}"] = fit.z, fit.chi2
+
+def train_loss(params, batch, key):
+    return mean_loss(params, prob["design"], batch["flux"], batch["ivar"])
+
+train_step = make_train_step(train_loss, optax.sgd(0.05), mesh=mesh)
+tparams, tstate = jnp.asarray(prob["params"]), optax.sgd(0.05).init(jnp.asarray(prob["params"]))
+for i in range(3):
+    tparams, tstate, metrics = train_step(tparams, tstate, batch, jax.random.key(i))
+out["train_params"], out["train_loss"] = tparams, metrics["loss"]
+
 out["n_devices"] = np.asarray(jax.device_count())
 out["theta_devices"] = np.asarray(len(theta.sharding.device_set))
 out["theta_spec"] = str(theta.sharding.spec)
@@ -203,6 +229,13 @@ def test_data_parallel_identical_one_vs_four_devices(one_and_four_devices):
     assert_reduction_close(four["loss"], one["loss"])
     assert_reduction_close(four["grad"], one["grad"])
     np.testing.assert_allclose(one["loss"], ref["loss"], rtol=1e-5)
+    # fit_latents: per-star fits, bitwise identical over 1 and 4 devices; the train step reduces over the batch.
+    for method in ("linear", "dense_gauss_newton"):
+        np.testing.assert_array_equal(four[f"latents_{method}"], one[f"latents_{method}"])
+        # chi2 sums over pixels inside a kernel vectorised for the per-device row count: last-ulp differences.
+        np.testing.assert_allclose(four[f"chi2_{method}"], one[f"chi2_{method}"], rtol=1e-6)
+    assert_reduction_close(four["train_params"], one["train_params"])
+    assert_reduction_close(four["train_loss"], one["train_loss"])
     np.testing.assert_allclose(one["grad"], ref["grad"], rtol=1e-5, atol=1e-5 * float(np.max(np.abs(ref["grad"]))))
 
 
@@ -225,6 +258,9 @@ def test_two_processes_match_one_process(devices_per_process, one_and_four_devic
             # Same 4-way split as the 4-device process; only the transport differs.
             assert_reduction_close(res["loss"], four["loss"])
             assert_reduction_close(res["grad"], four["grad"])
+        for method in ("linear", "dense_gauss_newton"):
+            np.testing.assert_array_equal(res[f"latents_{method}"], one[f"latents_{method}"])
+        assert_reduction_close(res["train_params"], one["train_params"])
     # Every process sees the same replicated reduction.
     np.testing.assert_array_equal(results[0]["loss"], results[1]["loss"])
     np.testing.assert_array_equal(results[0]["grad"], results[1]["grad"])

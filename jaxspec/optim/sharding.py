@@ -35,6 +35,7 @@ __all__ = [
     "global_batch",
     "initialize",
     "pad_rows",
+    "replicate",
     "replicated",
     "shard_batch",
 ]
@@ -79,6 +80,26 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
     """The same full array on every device of the mesh (parameters)."""
     return NamedSharding(mesh, P())
+
+
+def replicate(tree, mesh: Mesh):
+    """Place ``tree`` (parameters, optimiser state, keys) whole on every device of ``mesh``.
+
+    With several processes, every process passes the same values; host-local
+    arrays and keys become global replicated arrays.
+    """
+    rep = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, rep)
+
+    def one(x):
+        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(rep, x.ndim):
+            return x
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(one(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        return jax.make_array_from_process_local_data(rep, np.asarray(x))
+
+    return jax.tree_util.tree_map(one, tree)
 
 
 def pad_rows(tree, multiple: int):

@@ -31,7 +31,7 @@ import optax
 from tqdm import tqdm
 
 from jaxspec.optim import _checkpoint
-from jaxspec.optim.sharding import batch_sharding, replicated
+from jaxspec.optim.sharding import batch_sharding, replicate, replicated
 
 __all__ = [
     "Checkpoint",
@@ -142,7 +142,7 @@ def _jit(step: Callable, mesh) -> Callable:
         for leaf in jax.tree_util.tree_leaves(batch):
             if np.shape(leaf)[0] % size:
                 raise ValueError(f"batch: leading axis {np.shape(leaf)[0]} is not a multiple of the {size} devices")
-        params, opt_state, key = jax.device_put((params, opt_state, key), rep)
+        params, opt_state, key = replicate((params, opt_state, key), mesh)
         return compiled(params, opt_state, jax.device_put(batch, split), key)
 
     return sharded_step
