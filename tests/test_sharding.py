@@ -180,6 +180,13 @@ def assert_reduction_close(actual, desired):
     np.testing.assert_allclose(actual, desired, rtol=1e-6, atol=1e-6 * float(np.max(np.abs(desired))))
 
 
+def assert_per_star_close(actual, desired):
+    """Per-star latent fits: the same problem per star, but the chunk's Gram products are vectorised for the
+    per-device row count, so the last bits may differ (seen: bitwise equal in float32, ~1e-14 in float64)."""
+    rtol = 1e-6 if np.asarray(desired).dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * float(np.max(np.abs(desired))))
+
+
 @pytest.fixture(scope="module")
 def one_and_four_devices():
     """``out`` of DATA_PARALLEL with 1 and with 4 CPU devices (run concurrently)."""
@@ -229,9 +236,9 @@ def test_data_parallel_identical_one_vs_four_devices(one_and_four_devices):
     assert_reduction_close(four["loss"], one["loss"])
     assert_reduction_close(four["grad"], one["grad"])
     np.testing.assert_allclose(one["loss"], ref["loss"], rtol=1e-5)
-    # fit_latents: per-star fits, bitwise identical over 1 and 4 devices; the train step reduces over the batch.
+    # fit_latents: per-star fits agree over 1 and 4 devices; the train step reduces over the batch.
     for method in ("linear", "dense_gauss_newton"):
-        np.testing.assert_array_equal(four[f"latents_{method}"], one[f"latents_{method}"])
+        assert_per_star_close(four[f"latents_{method}"], one[f"latents_{method}"])
         # chi2 sums over pixels inside a kernel vectorised for the per-device row count: last-ulp differences.
         np.testing.assert_allclose(four[f"chi2_{method}"], one[f"chi2_{method}"], rtol=1e-6)
     assert_reduction_close(four["train_params"], one["train_params"])
@@ -259,7 +266,7 @@ def test_two_processes_match_one_process(devices_per_process, one_and_four_devic
             assert_reduction_close(res["loss"], four["loss"])
             assert_reduction_close(res["grad"], four["grad"])
         for method in ("linear", "dense_gauss_newton"):
-            np.testing.assert_array_equal(res[f"latents_{method}"], one[f"latents_{method}"])
+            assert_per_star_close(res[f"latents_{method}"], one[f"latents_{method}"])
         assert_reduction_close(res["train_params"], one["train_params"])
     # Every process sees the same replicated reduction.
     np.testing.assert_array_equal(results[0]["loss"], results[1]["loss"])

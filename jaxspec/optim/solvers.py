@@ -156,8 +156,8 @@ def _dense_gauss_newton(residual_fn: Callable, tol: float, maxiter: int) -> Call
         eye = jnp.eye(x0.shape[0], dtype=x0.dtype)
 
         def linearise(x):
-            r = fun(x)
-            jac = jax.jacfwd(fun)(x)
+            # one forward pass gives both the residuals and (as the jvp's primal) the Jacobian
+            jac, r = jax.jacfwd(lambda x: (lambda r: (r, r))(fun(x)), has_aux=True)(x)
             return 0.5 * jnp.sum(jnp.square(r)), jac.T @ jac, jac.T @ r
 
         def body(carry):
