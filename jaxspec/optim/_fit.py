@@ -1,0 +1,260 @@
+"""The minibatch loop around a train step: :func:`fit` and :func:`make_validation`.
+
+Re-exported by :mod:`jaxspec.optim.train`; see its docstring for the step contract.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from jaxspec.optim import _checkpoint
+
+
+class Checkpoint(NamedTuple):
+    """Where and how often :func:`fit` saves its state.
+
+    Attributes
+    ----------
+    path : str or path-like
+        The ``.npz`` file (its folder must exist).  If it exists when ``fit``
+        starts, training resumes from it.
+    every : int
+        Save after every ``every`` epochs, and after the last one.
+    """
+
+    path: str | os.PathLike
+    every: int = 1
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    params, opt_state : pytrees
+        After the last epoch run.
+    history : dict of str to numpy array
+        One row per epoch: the mean over the epoch's steps of each metric the
+        step returns (``"loss"``, ``"grad_norm"``, aux metrics), and
+        ``"val_loss"`` with validation.
+    converged : bool
+        True when early stopping fired: the validation loss did not improve
+        for ``patience`` epochs.
+    best_epoch : int or None
+        Epoch (0-based) of the lowest validation loss; None without validation.
+    best_params : pytree or None
+        Params at ``best_epoch``; None without validation.
+    """
+
+    params: Any
+    opt_state: Any
+    history: dict[str, np.ndarray]
+    converged: bool
+    best_epoch: int | None
+    best_params: Any
+
+
+def _n_rows(data, name: str) -> int:
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves:
+        raise ValueError(f"{name}: expected a pytree of arrays, found no arrays")
+    shapes = [np.shape(x) for x in leaves]
+    if any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) != 1:
+        raise ValueError(f"{name}: every array needs the same leading (star) axis, found shapes {shapes}")
+    return shapes[0][0]
+
+
+def _take(tree, idx):
+    """Rows ``idx`` of every leaf, gathered on the host for numpy (and memmap) leaves, on device for jax ones."""
+    return jax.tree_util.tree_map(lambda x: x[idx] if isinstance(x, jax.Array) else np.asarray(x[idx]), tree)
+
+
+def make_validation(loss_fn: Callable, data, *, batch_size: int, has_aux=False, key=None) -> Callable:
+    """A ``validation(params) -> scalar`` for :func:`fit`: the mean of ``loss_fn`` over ``data``.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        ``loss_fn(params, batch, key)`` as in :func:`make_train_step`, a mean over the batch.
+    data : pytree of arrays, leading axis ``n_stars``
+    batch_size : int
+        Rows per evaluation; the last partial batch is evaluated too (and
+        weighted by its size), compiling a second time.
+    has_aux : bool
+    key : jax.random key, optional
+        Fixed, so the validation loss of given params is always the same;
+        batch ``i`` gets ``fold_in(key, i)``.  Default ``jax.random.key(0)``.
+    """
+    n = _n_rows(data, "data")
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive int, found {batch_size!r}")
+    key = jax.random.key(0) if key is None else key
+    evaluate = jax.jit(lambda params, batch, k: loss_fn(params, batch, k)[0] if has_aux else loss_fn(params, batch, k))
+
+    def validation(params):
+        total = 0.0
+        for i, start in enumerate(range(0, n, batch_size)):
+            stop = min(start + batch_size, n)
+            total = total + (stop - start) * evaluate(
+                params, _take(data, slice(start, stop)), jax.random.fold_in(key, i)
+            )
+        return total / n
+
+    return validation
+
+
+def _run_epoch(step, params, opt_state, data, epoch_key, batch_size: int):
+    """One pass over a fresh permutation; returns params, opt_state and the epoch means of the step metrics."""
+    n = _n_rows(data, "data")
+    shuffle_key, root = jax.random.split(epoch_key)
+    order = np.asarray(jax.random.permutation(shuffle_key, n))
+    metrics = []
+    for s in range(n // batch_size):
+        batch = _take(data, order[s * batch_size : (s + 1) * batch_size])
+        params, opt_state, m = step(params, opt_state, batch, jax.random.fold_in(root, s))
+        metrics.append(m)
+    host = jax.device_get(metrics)
+    return params, opt_state, {k: np.mean(np.stack([np.asarray(m[k]) for m in host]), axis=0) for k in host[0]}
+
+
+def _best(history: dict) -> int | None:
+    val = history.get("val_loss")
+    return None if not val else int(np.argmin(np.asarray(val)))
+
+
+def fit(
+    step: Callable,
+    params,
+    opt_state,
+    data,
+    *,
+    key,
+    epochs: int,
+    batch_size: int,
+    validation: Callable | None = None,
+    patience: int | None = None,
+    checkpoint: Checkpoint | None = None,
+    progress: bool = True,
+) -> FitResult:
+    r"""Train with ``step`` over shuffled minibatches of ``data``.
+
+    Each epoch draws a permutation of the stars, ``shuffle, root =
+    jax.random.split(jax.random.fold_in(key, epoch))``, and runs ``n_stars //
+    batch_size`` steps; step ``s`` gets ``jax.random.fold_in(root, s)``.  The
+    last partial batch is dropped (a fresh permutation each epoch means every
+    star is used), which keeps one batch shape and one compilation.  Batches
+    are gathered on the host from numpy leaves (memmaps included), so a
+    survey never has to fit on the device; jax leaves are gathered on device.
+
+    Parameters
+    ----------
+    step : callable
+        From :func:`make_train_step` or :func:`make_multi_step`; its metrics
+        must include ``"loss"``.
+    params, opt_state : pytrees
+        Initial values (``optimizer.init(params)`` or :func:`init_groups`).
+    data : pytree of arrays, leading axis ``n_stars``
+        E.g. a :class:`~jaxspec.Spectra` or ``(x, y)``.
+    key : jax.random key
+        Everything random (order, step keys) derives from it.
+    epochs : int
+        Total number of epochs, counting those of a resumed checkpoint.
+    batch_size : int
+        Rows per step, ``1 <= batch_size <= n_stars`` (a multiple of the
+        device count when the step has a mesh).
+    validation : callable, optional
+        ``validation(params) -> scalar`` after each epoch (e.g.
+        :func:`make_validation`); recorded as ``history["val_loss"]``.
+    patience : int, optional
+        Early stopping (needs ``validation``): stop after ``patience`` epochs
+        without a strictly lower validation loss than the best so far.
+    checkpoint : Checkpoint, optional
+        Save the state every ``checkpoint.every`` epochs (atomically) and
+        resume from ``checkpoint.path`` if it exists.  A resumed run equals an
+        uninterrupted one bit for bit (same device, same ``key`` and data).
+    progress : bool
+        ``tqdm`` bar over epochs with the losses.
+
+    Returns
+    -------
+    FitResult
+        ``(params, opt_state, history, converged, best_epoch, best_params)``.
+
+    Raises
+    ------
+    FloatingPointError
+        When an epoch's training or validation loss is not finite.
+    """
+    n = _n_rows(data, "data")
+    if not callable(step):
+        raise TypeError(f"step: expected a callable, found {type(step).__name__}")
+    if not isinstance(epochs, int | np.integer) or epochs < 0:
+        raise ValueError(f"epochs: expected an int >= 0, found {epochs!r}")
+    if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size: expected an int in [1, {n}] (n_stars), found {batch_size!r}")
+    if patience is not None and (validation is None or not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience: expected an int >= 1 together with validation, found {patience!r}")
+    if checkpoint is not None and (not isinstance(checkpoint, Checkpoint) or checkpoint.every < 1):
+        raise TypeError(f"checkpoint: expected Checkpoint(path, every >= 1), found {checkpoint!r}")
+
+    if not isinstance(key, jax.Array) or not (
+        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,)
+    ):
+        raise TypeError(f"key: expected a jax.random key (jax.random.key or PRNGKey), found {key!r}")
+    if checkpoint is not None and not Path(checkpoint.path).parent.is_dir():
+        raise FileNotFoundError(f"checkpoint: folder {Path(checkpoint.path).parent} does not exist")
+
+    info = {
+        "key": _checkpoint.key_signature(key),
+        "n_stars": int(n),
+        "batch_size": int(batch_size),
+        "validation": validation is not None,
+    }
+    history: dict[str, list] = {}
+    start, best_params = 0, None
+    path = None if checkpoint is None else Path(checkpoint.path)
+    if path is not None and path.exists():
+        state = _checkpoint.load(path, params=params, opt_state=opt_state, info=info)
+        start, params, opt_state, best_params = state.epoch, state.params, state.opt_state, state.best_params
+        history = {k: list(v) for k, v in state.history.items()}
+    best_epoch = _best(history)
+    converged = (
+        patience is not None and best_epoch is not None and len(history["val_loss"]) - 1 - best_epoch >= patience
+    )
+
+    bar = tqdm(total=epochs, initial=start, desc="fit", unit="epoch", disable=not progress)
+    epoch = start
+    while epoch < epochs and not converged:
+        params, opt_state, row = _run_epoch(step, params, opt_state, data, jax.random.fold_in(key, epoch), batch_size)
+        if "loss" not in row:
+            raise ValueError(f"step: its metrics must include 'loss', found {sorted(row)}")
+        if not np.all(np.isfinite(row["loss"])):
+            raise FloatingPointError(f"fit: training loss is {row['loss']} in epoch {epoch}")
+        if validation is not None:
+            row["val_loss"] = np.asarray(jax.device_get(validation(params)))
+            if not np.isfinite(row["val_loss"]):
+                raise FloatingPointError(f"fit: validation loss is {row['val_loss']} after epoch {epoch}")
+            if best_epoch is None or row["val_loss"] < history["val_loss"][best_epoch]:
+                best_epoch, best_params = epoch, params
+            elif patience is not None and epoch - best_epoch >= patience:
+                converged = True
+        for k, v in row.items():
+            history.setdefault(k, []).append(v)
+        epoch += 1
+        bar.update(1)
+        bar.set_postfix({k: f"{float(row[k]):.4g}" for k in ("loss", "val_loss") if k in row})
+        if path is not None and (epoch % checkpoint.every == 0 or epoch == epochs or converged):
+            hist = {k: np.stack(v) for k, v in history.items()}
+            _checkpoint.save(
+                path, epoch=epoch, params=params, opt_state=opt_state, best_params=best_params, history=hist, info=info
+            )
+    bar.close()
+    history_arrays = {k: np.stack(v) for k, v in history.items()}
+    return FitResult(params, opt_state, history_arrays, bool(converged), best_epoch, best_params)
