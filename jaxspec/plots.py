@@ -1,7 +1,9 @@
 """Figures users expect (needs the ``plot`` extra: ``pip install "jaxspec-stellar[plot]"``).
 
 Every function draws on a given matplotlib ``Axes`` (or makes a figure) and
-returns the ``Figure``; none of them calls ``plt.show``.
+returns the ``Figure``; none of them calls ``plt.show``.  The Lux paper's
+figures (label comparison, Kiel and abundance planes, spectrum fit, derivative
+spectra) live in :mod:`jaxspec._plots_lux` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -10,9 +12,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxspec._plots_lux import (
+    plot_abundance_plane,
+    plot_derivative_spectra,
+    plot_kiel,
+    plot_label_comparison,
+    plot_spectrum_fit,
+)
 from jaxspec.data.containers import Labels, Spectra
 
-__all__ = ["plot_spectra", "require_matplotlib"]
+__all__ = [
+    "plot_abundance_plane",
+    "plot_derivative_spectra",
+    "plot_kiel",
+    "plot_label_comparison",
+    "plot_spectra",
+    "plot_spectrum_fit",
+    "require_matplotlib",
+]
 
 
 def require_matplotlib():

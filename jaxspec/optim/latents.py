@@ -25,7 +25,9 @@ Methods
     :math:`f(z) = f(0) + J z`.  The normal equations
     :math:`(J^\top W J + \Lambda) z = J^\top W (y - f(0)) + \Lambda\mu` are
     solved by Cholesky after Jacobi scaling (unit diagonal) with a small
-    jitter, never by an explicit inverse, so float32 stays accurate.
+    jitter, never by an explicit inverse, plus one step of iterative
+    refinement on the directly computed residual, so float32 stays accurate
+    (:func:`jaxspec.optim.solvers.weighted_lstsq`).
 ``"gauss_newton"``, ``"levenberg_marquardt"``, ``"dense_gauss_newton"``
     Nonlinear least squares on the whitened residuals (see
     :func:`jaxspec.optim.solvers.least_squares`); the dense Gauss-Newton
@@ -147,14 +149,7 @@ class LatentFit(NamedTuple):
 
 def _cholesky_solve(a, b):
     """Solve ``a x = b`` (``a`` symmetric PSD, ``b`` vector or matrix) by Jacobi-scaled Cholesky with jitter."""
-    d = jnp.sqrt(jnp.diagonal(a))
-    d = jnp.where(d > 0, d, 1.0)
-    scaled = a / d[:, None] / d[None, :]
-    jitter = jnp.finfo(a.dtype).eps  # relative to the unit diagonal: keeps a PSD matrix factorable, biases little
-    factor = jax.scipy.linalg.cho_factor(scaled + jitter * jnp.eye(a.shape[0], dtype=a.dtype), lower=True)
-    rhs = b / (d if b.ndim == 1 else d[:, None])
-    x = jax.scipy.linalg.cho_solve(factor, rhs)
-    return x / (d if b.ndim == 1 else d[:, None])
+    return solvers.scaled_cho_solve(solvers.scaled_cholesky(a), b)
 
 
 def _residual(z, params, y, ivar, mean, root, decode):
@@ -182,15 +177,11 @@ def _finish(z, chi2, n_good, converged, iterations, precision_at_z, fallback, *,
 
 
 def _fit_one_linear(y, ivar, z0, mean, precision, f0, jac, jac_tri, *, has_prior, covariance):
-    """Exact normal-equation solve for one star (decoder ``f0 + jac @ z``)."""
-    p = jac.shape[1]
+    """Exact normal-equation solve for one star (decoder ``f0 + jac @ z``), with one refinement step."""
     good = ivar > 0
-    w = jnp.where(good, ivar, 0.0)
     dy = jnp.where(good, y - f0, 0.0)
-    gram = jnp.zeros((p, p), w.dtype).at[np.triu_indices(p)].set(w @ jac_tri)
-    gram = gram + jnp.triu(gram, 1).T + precision
-    z = _cholesky_solve(gram, (w * dy) @ jac + precision @ mean)
-    chi2 = jnp.sum(w * jnp.square(dy - jac @ z))
+    z, gram = solvers.weighted_lstsq_one(dy, ivar, jnp.zeros_like(z0), jac, jac_tri, precision, precision @ mean)
+    chi2 = jnp.sum(jnp.where(good, ivar, 0.0) * jnp.square(dy - jac @ z))
     fallback = mean if has_prior else z0
     return _finish(
         z, chi2, jnp.sum(good), jnp.array(True), 1, gram, fallback, has_prior=has_prior, covariance=covariance

@@ -9,6 +9,11 @@ Two entry points, both written for a single problem, jittable and vmappable
 * :func:`minimize` minimises a scalar :math:`f(x, \ldots)` with L-BFGS from
   jaxopt (``backend="jaxopt"``) or optax (``backend="optax"``).
 
+Linear problems never go through an iterative solver:
+:func:`weighted_lstsq` solves many weighted, optionally penalised linear
+least-squares problems that share one design matrix in closed form (the
+per-star latent solve of a linear decoder, and each block step of Lux).
+
 Extra positional ``*args`` are passed to the function.  Derivatives of the
 solution with respect to ``*args`` use **implicit differentiation** of the
 optimality condition :math:`\nabla_x f(x^\star, \theta) = 0` (for least squares
@@ -28,10 +33,23 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import jaxopt
+import numpy as np
 import optax
 import optax.tree_utils as otu
 
-__all__ = ["LEAST_SQUARES_METHODS", "MINIMIZE_BACKENDS", "SolverResult", "least_squares", "minimize"]
+from jaxspec.optim.sharding import pad_rows
+
+__all__ = [
+    "LEAST_SQUARES_METHODS",
+    "MINIMIZE_BACKENDS",
+    "SolverResult",
+    "least_squares",
+    "minimize",
+    "scaled_cho_solve",
+    "scaled_cholesky",
+    "weighted_lstsq",
+    "weighted_lstsq_one",
+]
 
 LEAST_SQUARES_METHODS = ("gauss_newton", "levenberg_marquardt", "dense_gauss_newton")
 MINIMIZE_BACKENDS = ("jaxopt", "optax")
@@ -278,3 +296,127 @@ def _optax_lbfgs(fun: Callable, tol: float, maxiter: int, max_stepsize: float) -
         return x, (jnp.asarray(otu.tree_get(state, "count")), err)
 
     return solve
+
+
+# -- closed-form weighted linear least squares ------------------------------------
+
+
+def scaled_cholesky(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Cholesky factor of a symmetric PSD matrix after Jacobi scaling (unit diagonal) plus a tiny jitter.
+
+    Returns ``(factor, d)`` for :func:`scaled_cho_solve`.  Scaling removes the
+    spread of column scales from the conditioning; the jitter (machine epsilon
+    on the unit diagonal) keeps a singular matrix factorable and gives a
+    zero step in directions the data do not constrain.
+    """
+    d = jnp.sqrt(jnp.diagonal(gram))
+    d = jnp.where(d > 0, d, 1.0)
+    scaled = gram / d[:, None] / d[None, :]
+    jitter = jnp.finfo(gram.dtype).eps
+    factor = jax.scipy.linalg.cholesky(scaled + jitter * jnp.eye(gram.shape[0], dtype=gram.dtype), lower=True)
+    return factor, d
+
+
+def scaled_cho_solve(factor_d: tuple[jax.Array, jax.Array], b: jax.Array) -> jax.Array:
+    """Solve ``gram x = b`` (``b`` of shape ``(P,)`` or ``(P, k)``) with the output of :func:`scaled_cholesky`."""
+    factor, d = factor_d
+    dd = d if b.ndim == 1 else d[:, None]
+    return jax.scipy.linalg.cho_solve((factor, True), b / dd) / dd
+
+
+def weighted_lstsq_one(y, w, x0, design, design_tri, precision, prior_rhs):
+    """One row: ``argmin_x sum_i w_i (y_i - design_i . x)^2 + x^T P x - 2 x^T prior_rhs``, from ``x0``."""
+    p = design.shape[1]
+    w = jnp.where(w > 0, w, 0.0)
+    gram = jnp.zeros((p, p), w.dtype).at[np.triu_indices(p)].set(w @ design_tri)
+    gram = gram + jnp.triu(gram, 1).T + precision
+    fd = scaled_cholesky(gram)
+
+    def step(x):
+        r = jnp.where(w > 0, y - design @ x, 0.0)  # the residual itself, not the normal equations: refinement
+        return x + scaled_cho_solve(fd, (w * r) @ design + prior_rhs - precision @ x)
+
+    x = step(step(x0))
+    return x, gram
+
+
+def weighted_lstsq(design, y, w, x0=None, *, precision=None, prior_rhs=None, batch_size: int | None = None):
+    r"""Many weighted linear least-squares problems sharing one design matrix, in closed form.
+
+    For each row ``r`` of ``y``:
+
+    .. math::
+
+        x_r = \arg\min_x \sum_i w_{ri} (y_{ri} - D_i \cdot x)^2 + x^\top \Lambda x - 2 x^\top b
+
+    with design :math:`D` ``(n_obs, P)``, weights :math:`w \ge 0` (0 = masked),
+    penalty precision :math:`\Lambda` ``(P, P)`` (default 0) and prior term
+    :math:`b = \Lambda \mu` ``(P,)`` (default 0).
+
+    The Gram matrices :math:`D^\top W_r D` of all rows are one matmul
+    ``w @ D_pairs`` (``D_pairs`` the ``P(P+1)/2`` column products), factored
+    by Jacobi-scaled Cholesky (:func:`scaled_cholesky`), never inverted.  The
+    solve starts from ``x0`` and takes a Newton step on the exact objective
+    followed by one step of iterative refinement in which the residual
+    ``y - D x`` is recomputed directly, so float32 keeps the accuracy of a QR
+    solve for condition numbers of ``D`` up to about :math:`10^3`.  Directions
+    the data leave unconstrained (a zero Gram column) keep their value in
+    ``x0`` (a minimum-change step, as an iterative solver started at ``x0``
+    would do).
+
+    Parameters
+    ----------
+    design : array ``(n_obs, P)``
+    y, w : arrays ``(n_rows, n_obs)``
+        Targets and weights (inverse variances).
+    x0 : array ``(n_rows, P)``, optional
+        Starting values (default zeros).
+    precision : array ``(P, P)``, optional
+    prior_rhs : array ``(P,)``, optional
+    batch_size : int, optional
+        Rows per compiled chunk, bounding memory at ``batch_size * n_obs``
+        (a Python loop: not inside ``jax.jit``); default: all rows at once
+        (jittable).
+
+    Returns
+    -------
+    x : array ``(n_rows, P)``
+    gram : array ``(n_rows, P, P)``
+        :math:`D^\top W_r D + \Lambda` (the Hessian of half the objective).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> D = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> x, _ = weighted_lstsq(D, np.array([[1.0, 2.0, 3.0]]), np.ones((1, 3)))
+    >>> np.round(np.asarray(x), 5).tolist()
+    [[1.0, 2.0]]
+    """
+    design = jnp.asarray(design)
+    p = design.shape[1]
+    dtype = design.dtype
+    precision = jnp.zeros((p, p), dtype) if precision is None else jnp.asarray(precision, dtype)
+    prior_rhs = jnp.zeros(p, dtype) if prior_rhs is None else jnp.asarray(prior_rhs, dtype)
+    y, w = jnp.asarray(y, dtype), jnp.asarray(w, dtype)
+    x0 = jnp.zeros((y.shape[0], p), dtype) if x0 is None else jnp.asarray(x0, dtype)
+    n = y.shape[0]
+    if batch_size is None or batch_size >= n:
+        return _lstsq_rows(design, y, w, x0, precision, prior_rhs)
+    # A Python loop over fixed-size chunks (the last one padded): one compilation, bounded memory.
+    xs, grams = [], []
+    for start in range(0, n, batch_size):
+        rows = tuple(a[start : start + batch_size] for a in (y, w, x0))
+        rows, k = pad_rows(rows, batch_size)
+        x, gram = _lstsq_rows(design, *rows, precision, prior_rhs)
+        xs.append(x[:k])
+        grams.append(gram[:k])
+    return jnp.concatenate(xs), jnp.concatenate(grams)
+
+
+@jax.jit
+def _lstsq_rows(design, y, w, x0, precision, prior_rhs):
+    tri = np.triu_indices(design.shape[1])
+    design_tri = design[:, tri[0]] * design[:, tri[1]]
+    return jax.vmap(weighted_lstsq_one, in_axes=(0, 0, 0, None, None, None, None))(
+        y, w, x0, design, design_tri, precision, prior_rhs
+    )

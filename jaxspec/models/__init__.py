@@ -1,0 +1,5 @@
+"""Model families, one module each (``from jaxspec.models import lux``)."""
+
+from jaxspec.models import lux
+
+__all__ = ["lux"]
