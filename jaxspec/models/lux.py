@@ -470,8 +470,8 @@ def predict_labels(
             v, c = _labels_from(model, sub)
             values[:, rows] = v[:, rows]
             cov[:, rows[:, None], rows] = c[:, rows[:, None], rows]
-    n_good = np.sum(np.asarray(_as_outputs(spectra, None, model)[1]) > 0, axis=1)
-    flagged = ~np.asarray(fit_.converged) | (n_good == 0) | ~np.all(np.isfinite(values), axis=1)
+    # fit_latents reports a star with no measured pixel as not converged
+    flagged = ~np.asarray(fit_.converged) | ~np.all(np.isfinite(values), axis=1)
     var = np.diagonal(cov, axis1=1, axis2=2)
     ivar = np.where(flagged[:, None] | ~(var > 0), 0.0, 1.0 / np.where(var > 0, var, 1.0))
     values = np.where(flagged[:, None], np.asarray(model.label_scaler.center), values)
