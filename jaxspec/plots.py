@@ -3,7 +3,8 @@
 Every function draws on a given matplotlib ``Axes`` (or makes a figure) and
 returns the ``Figure``; none of them calls ``plt.show``.  The Lux paper's
 figures (label comparison, Kiel and abundance planes, spectrum fit, derivative
-spectra) live in :mod:`jaxspec._plots_lux` and are re-exported here.
+spectra) live in :mod:`jaxspec._plots_lux` (and the cross-validation grid in
+:mod:`jaxspec._plots_lux_cv`) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from jaxspec._plots_lux import (
     plot_label_comparison,
     plot_spectrum_fit,
 )
+from jaxspec._plots_lux_cv import plot_cv_grid
 from jaxspec.data.containers import Labels, Spectra
 
 __all__ = [
     "plot_abundance_plane",
+    "plot_cv_grid",
     "plot_derivative_spectra",
     "plot_kiel",
     "plot_label_comparison",

@@ -306,15 +306,21 @@ def scaled_cholesky(gram: jax.Array) -> tuple[jax.Array, jax.Array]:
 
     Returns ``(factor, d)`` for :func:`scaled_cho_solve`.  Scaling removes the
     spread of column scales from the conditioning; the jitter (machine epsilon
-    on the unit diagonal) keeps a singular matrix factorable and gives a
-    zero step in directions the data do not constrain.
+    on the unit diagonal) keeps a nearly singular matrix factorable and gives
+    a zero step in directions the data do not constrain.  Where rounding
+    leaves a rank-deficient matrix (e.g. fewer data than unknowns) indefinite
+    even so, the factor of the matrix with jitter ``sqrt(eps)`` is used
+    instead: a tiny ridge, whose bias the refinement step of the callers
+    removes in every direction the data constrain.
     """
     d = jnp.sqrt(jnp.diagonal(gram))
     d = jnp.where(d > 0, d, 1.0)
     scaled = gram / d[:, None] / d[None, :]
-    jitter = jnp.finfo(gram.dtype).eps
-    factor = jax.scipy.linalg.cholesky(scaled + jitter * jnp.eye(gram.shape[0], dtype=gram.dtype), lower=True)
-    return factor, d
+    eps = jnp.finfo(gram.dtype).eps
+    eye = jnp.eye(gram.shape[0], dtype=gram.dtype)
+    first = jax.scipy.linalg.cholesky(scaled + eps * eye, lower=True)
+    jitter = jnp.where(jnp.all(jnp.isfinite(first)), eps, jnp.sqrt(eps))
+    return jax.scipy.linalg.cholesky(scaled + jitter * eye, lower=True), d
 
 
 def scaled_cho_solve(factor_d: tuple[jax.Array, jax.Array], b: jax.Array) -> jax.Array:

@@ -1,0 +1,494 @@
+"""models/lux.py: exact block steps, scatter, planted latent structure, missing data, outputs, masks, io, compilation.
+
+Everything runs on a tiny planted problem: three latent factors, three labels
+and 40 pixels, where the labels and the fluxes are both linear in the factors.
+The first half of the pixels is blind to the factor that drives ``MG_FE``, so
+a label mask can be tested against a known answer.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxspec.io
+from jaxspec.data.containers import Labels, Spectra, default_float
+from jaxspec.models import _lux_steps as steps
+from jaxspec.models import lux
+from jaxspec.optim.solvers import weighted_lstsq
+from tests.conftest import assert_allclose
+
+NAMES = ("TEFF", "LOGG", "MG_FE")
+N_STARS, N_TRAIN, N_PIX, N_BLIND = 100, 70, 40, 20
+NOISE = 0.01  # flux error
+LABEL_ERR = np.array([6.0, 0.01, 0.002])
+LABEL_SCALE = np.array([300.0, 0.5, 0.1])
+LABEL_CENTER = np.array([4500.0, 2.5, 0.0])
+N_LATENTS, OMEGA = 5, 1.0  # the paper's 1e3 is tuned to 7514 APOGEE pixels; 40 pixels need a weaker penalty
+WAVE = np.linspace(15100.0, 15200.0, N_PIX)
+
+
+class Planted:
+    """Planted data: ``labels``/``spectra`` (noisy containers), ``true_labels``/``true_flux`` (exact arrays)."""
+
+    def __init__(self, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        z = rng.normal(size=(N_STARS, 3))
+        a = np.array([[1.0, 0.3, 0.0], [-0.2, 1.0, 0.0], [0.2, 0.0, 1.0]])
+        b = 0.05 * rng.normal(size=(N_PIX, 3))
+        b[:N_BLIND, 2] = 0.0  # these pixels carry no information on MG_FE's own factor
+        self.true_labels = LABEL_CENTER + (z @ a.T) * LABEL_SCALE
+        self.true_flux = 1.0 + z @ b.T
+        err = np.broadcast_to(LABEL_ERR, self.true_labels.shape)
+        self.labels = Labels(self.true_labels + err * rng.normal(size=err.shape), err=err, names=NAMES)
+        flux = self.true_flux + NOISE * rng.normal(size=self.true_flux.shape)
+        self.spectra = Spectra(flux, err=np.full(flux.shape, NOISE), wavelength=WAVE)
+
+    @property
+    def train(self):
+        return self.labels[:N_TRAIN], self.spectra[:N_TRAIN]
+
+    @property
+    def test(self):
+        return self.labels[N_TRAIN:], self.spectra[N_TRAIN:]
+
+
+def fit(labels, spectra, **kwargs):
+    kwargs = {"key": jax.random.key(0), "n_latents": N_LATENTS, "omega": OMEGA, "progress": False, **kwargs}
+    return lux.fit(labels, spectra, **kwargs)
+
+
+def rmse(pred, truth):
+    return np.sqrt(np.mean((np.asarray(pred, np.float64) - truth) ** 2, axis=0))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Planted()
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    return fit(*data.train)
+
+
+# -- block steps -----------------------------------------------------------------------
+
+
+def _normal_equations(design, y, w, prec):
+    """float64 reference: each row solves (D^T W D + prec) x = D^T W y."""
+    design = np.asarray(design, np.float64)
+    return np.array(
+        [
+            np.linalg.solve(design.T @ (wr[:, None] * design) + prec, design.T @ (wr * yr))
+            for yr, wr in zip(np.asarray(y, np.float64), np.asarray(w, np.float64), strict=True)
+        ]
+    )
+
+
+def _step_problem(seed=0, n=24, p=4, m=3, n_pix=30):
+    rng = np.random.default_rng(seed)
+    dtype = default_float()
+    z = rng.normal(size=(n, p))
+    z[:, 0] = 1.0
+    a = rng.normal(size=(m, p))
+    b = rng.normal(size=(n_pix, p))
+    lab = z @ a.T + 0.1 * rng.normal(size=(n, m))
+    lab_w = rng.uniform(0.5, 2.0, size=(n, m)) * (rng.random((n, m)) > 0.3)
+    flux = z @ b.T + 0.1 * rng.normal(size=(n, n_pix))
+    flux_w = rng.uniform(50.0, 150.0, size=(n, n_pix)) * (rng.random((n, n_pix)) > 0.3)
+    return tuple(np.asarray(x, dtype) for x in (z, a, b, lab, lab_w, flux, flux_w))
+
+
+def test_a_and_b_steps_equal_normal_equations():
+    z, a, b, lab, lab_w, flux, flux_w = _step_problem()
+    assert (lab_w == 0).any() and (flux_w == 0).any()
+    zero = np.zeros((z.shape[1], z.shape[1]))
+    a_new = steps.a_step(jnp.zeros_like(a), z, lab, lab_w)
+    assert_allclose(a_new, _normal_equations(z, lab.T, lab_w.T, zero), scale=4)
+    b_new = steps.b_step(jnp.zeros_like(b), z, flux, flux_w)
+    assert_allclose(b_new, _normal_equations(z, flux.T, flux_w.T, zero), scale=4)
+    # the chunked path (last chunk padded) gives the same answer
+    assert_allclose(steps.b_step(jnp.zeros_like(b), z, flux, flux_w, batch_size=7), b_new, scale=4)
+
+
+@pytest.mark.parametrize("omega", [0.0, 0.7])
+def test_z_step_equals_normal_equations(omega):
+    z, a, b, lab, lab_w, flux, flux_w = _step_problem(seed=1)
+    design = np.concatenate([a, b])
+    y, w = np.concatenate([lab, flux], axis=1), np.concatenate([lab_w, flux_w], axis=1)
+    prec = steps.PRECISION_PER_OMEGA * omega * np.eye(z.shape[1])
+    z_new = steps.z_step(jnp.zeros_like(z), a, b, lab, lab_w, flux, flux_w, omega)
+    assert_allclose(z_new, _normal_equations(design, y, w, prec), scale=4)
+
+
+def test_weighted_lstsq_with_prior_equals_normal_equations():
+    _, _, b, _, _, flux, flux_w = _step_problem(seed=2)
+    prec = np.diag([0.5, 1.0, 2.0, 3.0])
+    rhs = prec @ np.array([0.1, -0.2, 0.3, 0.0])
+    x, gram = weighted_lstsq(b, flux, flux_w, precision=prec.astype(b.dtype), prior_rhs=rhs.astype(b.dtype))
+    b64, w64 = np.asarray(b, np.float64), np.asarray(flux_w, np.float64)
+    want = np.array(
+        [
+            np.linalg.solve(b64.T @ (wr[:, None] * b64) + prec, b64.T @ (wr * yr) + rhs)
+            for yr, wr in zip(np.asarray(flux, np.float64), w64, strict=True)
+        ]
+    )
+    assert_allclose(x, want, scale=4)
+    assert_allclose(gram, np.einsum("li,nl,lj->nij", b64, w64, b64) + prec, rtol=5e-5 * 4, atol=1e-2)
+
+
+# -- scatter -------------------------------------------------------------------------------
+
+
+def _scatter_problem(seed=3, n=400):
+    rng = np.random.default_rng(seed)
+    dtype = default_float()
+    s_true = np.array([0.0, 0.0, 0.002, 0.03, 0.05, 0.1, 0.2, 0.04])
+    sigma = 0.01
+    z = np.concatenate([np.ones((n, 1)), rng.normal(size=(n, 1))], axis=1)
+    b = rng.normal(size=(s_true.size, 2))
+    flux = z @ b.T + rng.normal(size=(n, s_true.size)) * np.sqrt(sigma**2 + s_true**2)
+    ivar = np.full(flux.shape, sigma**-2) * (rng.random(flux.shape) > 0.1)
+    return s_true, sigma, *(np.asarray(x, dtype) for x in (b, z, flux, ivar))
+
+
+def _flux_objective(ln_s, b, z, flux, ivar):
+    """Half the flux chi2 plus log-variance terms of the Lux objective (labels absent)."""
+    p = z.shape[1]
+    none = jnp.zeros((z.shape[0], 1), z.dtype)
+    terms = steps.objective(jnp.zeros((1, p), z.dtype), b, ln_s, z, none, none, flux, ivar, 0.0)
+    return 0.5 * (terms["flux_chi2"] + terms["flux_log_var"])
+
+
+def test_scatter_step_recovers_planted_scatter():
+    s_true, sigma, b, z, flux, ivar = _scatter_problem()
+    ln_s = np.asarray(steps.scatter_step(jnp.full(s_true.size, -8.0, b.dtype), b, z, flux, ivar, maxiter=100))
+    big = s_true >= 3 * sigma
+    # about 360 stars per pixel: s^2 is known to ~7%, ln s to ~4%
+    np.testing.assert_array_less(np.abs(ln_s[big] - np.log(s_true[big])), 0.15)
+    np.testing.assert_array_less(np.exp(ln_s[~big]), 0.6 * sigma)
+    assert np.all(ln_s >= steps.LN_S_MIN) and np.all(ln_s <= steps.LN_S_MAX)
+
+
+def test_scatter_step_is_stationary_in_ln_s():
+    s_true, sigma, b, z, flux, ivar = _scatter_problem()
+    ln_s = steps.scatter_step(jnp.full(s_true.size, -8.0, b.dtype), b, z, flux, ivar, maxiter=100)
+    grad = jax.grad(_flux_objective)(ln_s, b, z, flux, ivar)
+    interior = np.asarray(ln_s) > steps.LN_S_MIN + 0.5
+    assert interior.sum() >= 5
+    # curvature in ln s is ~2N = 720 per pixel: a gradient of 0.05 is a step of 1e-4
+    np.testing.assert_array_less(np.abs(np.asarray(grad)[interior]), 0.05)
+    # and a minimum: where the scatter dominates, the gradient changes sign across it
+    big = s_true >= 3 * sigma
+    up = np.asarray(jax.grad(_flux_objective)(ln_s + 0.1, b, z, flux, ivar))
+    down = np.asarray(jax.grad(_flux_objective)(ln_s - 0.1, b, z, flux, ivar))
+    assert np.all(up[big] > 10.0) and np.all(down[big] < -10.0)
+
+
+def test_scatter_step_keeps_unmeasured_pixel():
+    s_true, _, b, z, flux, ivar = _scatter_problem()
+    ivar = ivar.copy()
+    ivar[:, 4] = 0.0
+    ln_s = steps.scatter_step(jnp.full(s_true.size, -3.0, b.dtype), b, z, flux, ivar)
+    assert float(ln_s[4]) == pytest.approx(-3.0)
+    assert np.all(np.isfinite(np.asarray(ln_s)))
+
+
+def test_flux_weights():
+    ivar = jnp.asarray([0.0, 4.0, 1e4], default_float())
+    w = steps.flux_weights(ivar, jnp.log(jnp.asarray([0.1, 0.5, 0.01], default_float())))
+    assert_allclose(w, [0.0, 1.0 / (0.25 + 0.25), 1.0 / (1e-4 + 1e-4)])
+
+
+# -- training on planted data ----------------------------------------------------------------
+
+
+def test_fit_returns_model_and_history(trained):
+    model = trained.model
+    assert isinstance(model, lux.LuxModel) and isinstance(model.params, lux.LuxParams)
+    assert model.params.A.shape == (len(NAMES), N_LATENTS)
+    assert model.params.B.shape == (N_PIX, N_LATENTS)
+    assert model.params.ln_s.shape == (N_PIX,)
+    assert model.label_names == NAMES and model.n_latents == N_LATENTS and model.n_pix == (N_PIX,)
+    assert trained.z.shape == (N_TRAIN, N_LATENTS)
+    assert list(trained.history["step"][-3:]) == ["agenda2.scatter", "agenda2.B", "agenda2.z"]
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in model.params)
+
+
+def test_agenda1_objective_does_not_increase(trained):
+    hist = trained.history
+    agenda1 = np.array([s.startswith("agenda1") for s in hist["step"]])
+    assert agenda1.sum() == lux.Agenda().n_iter
+    obj = np.asarray(hist["objective"])[agenda1]
+    np.testing.assert_array_less(np.diff(obj), 1e-5 * np.abs(obj[1:]) + 1e-6)
+    # the scatter step and the B step of Agenda 2 (same penalty-free objective) go on decreasing
+    after = np.asarray(hist["objective"])[agenda1.sum() : agenda1.sum() + 2]
+    np.testing.assert_array_less(np.diff(np.r_[obj[-1], after]), 1e-5 * np.abs(after) + 1e-6)
+
+
+def test_predict_labels_recovers_planted_labels(data, trained):
+    _, spectra = data.test
+    pred = lux.predict_labels(trained.model, spectra, progress=False)
+    assert isinstance(pred, lux.LabelPrediction)
+    assert pred.labels.names == NAMES and not pred.flagged.any()
+    truth = data.true_labels[N_TRAIN:]
+    err = rmse(pred.labels.values, truth)
+    np.testing.assert_array_less(err, 0.1 * truth.std(axis=0))
+    assert 0.7 < np.median(pred.reduced_chi2) < 1.5
+    # the reported uncertainties are of the size of the actual errors
+    sigma = np.sqrt(np.median(1.0 / np.asarray(pred.labels.ivar, np.float64), axis=0))
+    np.testing.assert_array_less(0.5 * sigma, err)
+    np.testing.assert_array_less(err, 2.0 * sigma)
+    assert pred.covariance.shape == (N_STARS - N_TRAIN, len(NAMES), len(NAMES))
+
+
+def test_missing_labels_barely_hurt(data, trained):
+    labels, spectra = data.train
+    rng = np.random.default_rng(7)
+    missing = rng.random(labels.n_stars) < 0.3
+    ivar = np.asarray(labels.ivar).copy()
+    ivar[missing, NAMES.index("MG_FE")] = 0.0
+    partial = fit(labels.replace(ivar=ivar), spectra)
+    col = NAMES.index("MG_FE")
+    truth = data.true_labels[N_TRAIN:, col]
+    full = rmse(lux.predict_labels(trained.model, data.test[1], progress=False).labels.values[:, col], truth)
+    part = rmse(lux.predict_labels(partial.model, data.test[1], progress=False).labels.values[:, col], truth)
+    assert part <= 1.1 * full, (part, full)
+
+
+# -- predicting spectra from labels --------------------------------------------------------------
+
+
+def test_predict_spectra_recovers_planted_flux(data, trained):
+    labels, _ = data.test
+    pred = lux.predict_spectra(trained.model, labels, progress=False)  # default: the training latents' prior
+    truth = data.true_flux[N_TRAIN:]
+    assert np.sqrt(np.mean((pred.spectra.flux - truth) ** 2)) < 0.2 * truth.std(axis=0).mean()
+    # the paper's L2 penalty pulls the constant latent (the '1' of Eq. 9) towards 0: the continuum is lost
+    l2 = lux.predict_spectra(trained.model, labels, omega=OMEGA, progress=False)
+    assert np.sqrt(np.mean((l2.spectra.flux - truth) ** 2)) > 0.5
+
+
+def test_predict_spectra_flags_star_without_labels(data, trained):
+    labels, _ = data.test
+    ivar = np.asarray(labels.ivar).copy()
+    ivar[2] = 0.0
+    pred = lux.predict_spectra(trained.model, labels.replace(ivar=ivar), omega=OMEGA, progress=False)
+    assert isinstance(pred, lux.SpectraPrediction)
+    assert pred.flagged.tolist() == [i == 2 for i in range(labels.n_stars)]
+    assert np.all(pred.spectra.ivar[2] == 0) and np.all(pred.spectra.ivar[~pred.flagged] > 0)
+    assert np.all(np.isfinite(pred.spectra.flux))
+    assert pred.spectra.flux.shape == (labels.n_stars, N_PIX)
+
+
+def test_predict_spectra_keeps_wavelength_grid(data, trained):
+    pred = lux.predict_spectra(trained.model, data.test[0], progress=False)
+    np.testing.assert_array_equal(pred.spectra.wavelength, WAVE)
+
+
+def test_latents_from_labels_with_empirical_prior_are_the_conditional_mean(data, trained):
+    """z | labels under z ~ N(mu, C), labels = A z + noise: mu + C A^T (A C A^T + D)^-1 (l - A mu)."""
+    labels, _ = data.test
+    model = trained.model
+    latents = lux.infer_latents(model, labels=labels, omega="empirical", progress=False)
+    std = model.label_scaler.transform(labels)
+    a = np.asarray(model.params.A, np.float64)
+    mu, cov = np.asarray(model.latent_mean, np.float64), np.asarray(model.latent_cov, np.float64)
+    want = []
+    for y, w in zip(np.asarray(std.values, np.float64), np.asarray(std.ivar, np.float64), strict=True):
+        gain = cov @ a.T @ np.linalg.inv(a @ cov @ a.T + np.diag(1.0 / w))
+        want.append(mu + gain @ (y - a @ mu))
+    np.testing.assert_allclose(np.asarray(latents.z, np.float64), np.array(want), atol=2e-3 * np.abs(want).max())
+
+
+def test_infer_latents_from_spectra_reproduces_flux(data, trained):
+    _, spectra = data.test
+    latents = lux.infer_latents(trained.model, spectra=spectra, progress=False)
+    model_flux = np.asarray(latents.z) @ np.asarray(trained.model.params.B).T
+    resid = rmse(model_flux.ravel(), data.true_flux[N_TRAIN:].ravel())
+    assert resid < NOISE
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_mismatched_label_names_raise(data, trained):
+    labels, _ = data.test
+    renamed = Labels(labels.values, labels.ivar, ("TEFF", "LOGG", "SI_FE"))
+    with pytest.raises(ValueError, match="labels"):
+        lux.predict_spectra(trained.model, renamed, progress=False)
+    # the same names in another order are accepted
+    shuffled = labels.select(("MG_FE", "TEFF", "LOGG"))
+    a = lux.infer_latents(trained.model, labels=shuffled, progress=False)
+    b = lux.infer_latents(trained.model, labels=labels, progress=False)
+    assert_allclose(a.z, b.z)
+
+
+def test_wrong_pixels_raise(data, trained):
+    _, spectra = data.test
+    fewer = Spectra(spectra.flux[:, :-1], spectra.ivar[:, :-1], WAVE[:-1])
+    with pytest.raises(ValueError, match=r"spectra.*pixels"):
+        lux.predict_labels(trained.model, fewer, progress=False)
+    shifted = Spectra(spectra.flux, spectra.ivar, WAVE + 5.0)
+    with pytest.raises(ValueError, match=r"spectra.*wavelength"):
+        lux.predict_labels(trained.model, shifted, progress=False)
+    with pytest.raises(ValueError, match="spectra"):
+        lux.predict_labels(trained.model, [spectra, spectra], progress=False)
+    with pytest.raises(TypeError, match="spectra"):
+        lux.predict_labels(trained.model, [np.asarray(spectra.flux)], progress=False)
+
+
+def test_training_rows_must_match(data):
+    labels, spectra = data.train
+    with pytest.raises(ValueError, match="spectra"):
+        fit(labels, spectra[:-1])
+
+
+def test_nan_flux_is_masked_and_never_reaches_params(data):
+    labels, spectra = data.train
+    flux = np.asarray(spectra.flux, np.float64).copy()
+    rng = np.random.default_rng(4)
+    flux[rng.random(flux.shape) < 0.1] = np.nan
+    nan_spectra = Spectra(flux, err=np.full(flux.shape, NOISE), wavelength=WAVE)
+    assert np.all(np.asarray(nan_spectra.ivar)[np.isnan(flux)] == 0)
+    result = fit(labels, nan_spectra)
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in result.model.params)
+    assert np.all(np.isfinite(result.z)) and np.all(np.isfinite(result.history["objective"]))
+    pred = lux.predict_labels(result.model, data.test[1], progress=False)
+    np.testing.assert_array_less(rmse(pred.labels.values, data.true_labels[N_TRAIN:]), 0.15 * LABEL_SCALE)
+
+
+def test_star_with_every_pixel_masked_is_flagged(data, trained):
+    _, spectra = data.test
+    ivar = np.asarray(spectra.ivar).copy()
+    ivar[3] = 0.0
+    pred = lux.predict_labels(trained.model, spectra.replace(ivar=ivar), progress=False)
+    assert pred.flagged.tolist() == [i == 3 for i in range(spectra.n_stars)]
+    assert np.all(pred.labels.ivar[3] == 0) and np.all(pred.labels.ivar[~pred.flagged] > 0)
+    assert np.all(np.isfinite(pred.labels.values))
+
+
+@pytest.mark.parametrize("n_latents", [len(NAMES), N_TRAIN])
+def test_n_latents_out_of_range_raises(data, n_latents):
+    with pytest.raises(ValueError, match="n_latents"):
+        fit(*data.train, n_latents=n_latents)
+
+
+def test_negative_omega_raises(data, trained):
+    with pytest.raises(ValueError, match="omega"):
+        fit(*data.train, omega=-1.0)
+    with pytest.raises(ValueError, match="omega"):
+        lux.predict_labels(trained.model, data.test[1], omega=-1.0, progress=False)
+    with pytest.raises(ValueError, match="omega"):
+        lux.predict_spectra(trained.model, data.test[0], omega=float("nan"), progress=False)
+
+
+# -- io, several outputs, label masks --------------------------------------------------------
+
+
+def test_save_load_roundtrip_gives_identical_predictions(tmp_path, data, trained):
+    path = jaxspec.io.save(tmp_path / "lux.npz", trained.model)
+    loaded = jaxspec.io.load(path)
+    assert isinstance(loaded, lux.LuxModel)
+    assert loaded.label_names == NAMES and loaded.omega == trained.model.omega
+    a = lux.predict_labels(trained.model, data.test[1], progress=False)
+    b = lux.predict_labels(loaded, data.test[1], progress=False)
+    np.testing.assert_array_equal(a.labels.values, b.labels.values)
+    np.testing.assert_array_equal(a.labels.ivar, b.labels.ivar)
+
+
+def _split(spectra, at=25):
+    return (
+        Spectra(spectra.flux[:, :at], spectra.ivar[:, :at], WAVE[:at]),
+        Spectra(spectra.flux[:, at:], spectra.ivar[:, at:], WAVE[at:]),
+    )
+
+
+def test_two_outputs_equal_one_concatenated(data, trained):
+    labels, spectra = data.train
+    two = fit(labels, _split(spectra))
+    assert two.model.n_pix == (25, N_PIX - 25)
+    for got, want in zip(two.model.params, trained.model.params, strict=True):
+        assert_allclose(got, want, scale=20)
+    test_parts = _split(data.test[1])
+    a = lux.predict_labels(two.model, test_parts, progress=False)
+    b = lux.predict_labels(trained.model, data.test[1], progress=False)
+    assert_allclose(a.labels.values / LABEL_SCALE, b.labels.values / LABEL_SCALE, scale=20)
+    # a star set without its second output still gets labels
+    one = lux.predict_labels(two.model, [test_parts[0], None], progress=False)
+    assert not one.flagged.any() and np.all(np.isfinite(one.labels.values))
+    assert np.all(np.asarray(one.labels.ivar) > 0)
+    assert np.all(rmse(one.labels.values, data.true_labels[N_TRAIN:]) < 0.5 * LABEL_SCALE)
+    with pytest.raises(ValueError, match="spectra"):
+        lux.predict_labels(two.model, [None, None], progress=False)
+
+
+def test_label_mask_to_blind_pixels_hurts(data, trained):
+    blind = np.arange(N_PIX) < N_BLIND
+    masked = fit(*data.train, label_masks={"MG_FE": blind})
+    assert masked.model.label_masks.shape == (len(NAMES), N_PIX)
+    col = NAMES.index("MG_FE")
+    truth = data.true_labels[N_TRAIN:, col]
+    good = rmse(lux.predict_labels(trained.model, data.test[1], progress=False).labels.values[:, col], truth)
+    bad = rmse(lux.predict_labels(masked.model, data.test[1], progress=False).labels.values[:, col], truth)
+    assert bad > 5 * good
+    # a mask on the informative pixels keeps the label good
+    informed = fit(*data.train, label_masks={"MG_FE": ~blind})
+    ok = rmse(lux.predict_labels(informed.model, data.test[1], progress=False).labels.values[:, col], truth)
+    assert ok < 2 * good
+
+
+@pytest.mark.parametrize(
+    ("masks", "match"),
+    [
+        ({"MG_FE": np.zeros(N_PIX, bool)}, "label_masks"),
+        ({"MG_FE": np.ones(N_PIX - 1, bool)}, "label_masks"),
+        ({"SI_FE": np.ones(N_PIX, bool)}, "label_masks"),
+    ],
+)
+def test_bad_label_masks_raise(data, masks, match):
+    with pytest.raises(ValueError, match=match):
+        fit(*data.train, label_masks=masks)
+
+
+# -- derivative spectra (planted) and compilation -----------------------------------------------
+
+
+def test_derivative_spectra_map_flux_changes_to_label_changes(trained):
+    model = trained.model
+    deriv = lux.derivative_spectra(model)
+    assert deriv.shape == (len(NAMES), N_PIX) and np.all(np.isfinite(deriv))
+    # a flux change B dz moves the labels by A dz (physical units): A B^+ B = A for B of full column rank
+    b = np.asarray(model.params.B, np.float64)
+    want = np.asarray(model.params.A, np.float64) * np.asarray(model.label_scaler.scale)[:, None]
+    assert_allclose((deriv @ b) / LABEL_SCALE[:, None], want / LABEL_SCALE[:, None], dtype=np.float64, scale=100)
+
+
+def test_test_step_compiles_once(data, trained):
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    labels, spectra = data.test
+    lux.predict_labels(trained.model, spectra, progress=False)  # warm
+    lux.predict_spectra(trained.model, labels, omega=OMEGA, progress=False)
+    other = spectra.replace(flux=np.asarray(spectra.flux)[::-1].copy(), ivar=np.asarray(spectra.ivar)[::-1].copy())
+    other_labels = labels.replace(
+        values=np.asarray(labels.values)[::-1].copy(), ivar=np.asarray(labels.ivar)[::-1].copy()
+    )
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        pred = lux.predict_labels(trained.model, other, progress=False)
+        jax.block_until_ready(pred.labels.values)
+        n_labels = len(compiles)
+        flux = lux.predict_spectra(trained.model, other_labels, omega=OMEGA, progress=False).spectra.flux
+        jax.block_until_ready(flux)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert n_labels == 0, f"second predict_labels call compiled {n_labels} time(s)"
+    assert len(compiles) == n_labels, f"second predict_spectra call compiled {len(compiles) - n_labels} time(s)"
