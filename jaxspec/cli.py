@@ -2,7 +2,8 @@
 
 ``jaxspec demo [NAME]`` runs an end-to-end job on built-in mock data and
 prints a short report; ``jaxspec info`` prints versions and devices;
-``jaxspec bench NAME`` times benchmarks from a ``benchmarks/`` folder.
+``jaxspec bench NAME`` times benchmarks from a ``benchmarks/`` folder;
+``jaxspec lux train|predict`` fits Lux to APOGEE files and predicts labels.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ __all__ = ["DEMOS", "FLAGSHIP", "main"]
 # name -> (module:function, one-line description).  Each model family adds its demo here.
 DEMOS: dict[str, tuple[str, str]] = {
     "mock": ("jaxspec._demos:demo_mock", "generate a mock APOGEE-like survey, summarise it, plot a few spectra"),
+    "lux": ("jaxspec._demos:demo_lux", "train Lux on a mock survey, predict 12 labels of held-out stars from flux"),
 }
-FLAGSHIP = "mock"
+FLAGSHIP = "lux"
 
 
 def _load(target: str):
@@ -92,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default=None, help="append JSON-lines results to this file")
     bench.add_argument("--list", action="store_true", help="list the available benchmarks")
     bench.set_defaults(func=_cmd_bench)
+
+    from jaxspec._lux_cli import add_parser as add_lux
+
+    add_lux(sub)
     return parser
 
 
@@ -100,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
-        print(f"jaxspec {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, ImportError) as exc:  # OSError: missing, corrupt or truncated files
+        command = " ".join(filter(None, [args.command, getattr(args, "lux_command", None)]))
+        print(f"jaxspec {command}: error: {exc}", file=sys.stderr)
         return 2
 
 

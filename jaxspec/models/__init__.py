@@ -1,9 +1,10 @@
 """Model families, one module each (``from jaxspec.models import lux``).
 
 ``lux_cv`` (cross-validation of Lux hyper-parameters) and ``lux_mlp`` (Lux with
-a small MLP for one output) build on ``lux``.
+a small MLP for one output) build on ``lux``; ``ppca`` (probabilistic PCA with
+missing data) is the compression step of RSCA.
 """
 
-from jaxspec.models import lux, lux_cv, lux_mlp
+from jaxspec.models import lux, lux_cv, lux_mlp, ppca
 
-__all__ = ["lux", "lux_cv", "lux_mlp"]
+__all__ = ["lux", "lux_cv", "lux_mlp", "ppca"]

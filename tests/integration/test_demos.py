@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -9,11 +10,12 @@ import sys
 
 import pytest
 
+from jaxspec.data import mock
 
-@pytest.mark.slow
-def test_flagship_demo_runs_and_reports_what_it_computed(tmp_path):
+
+def _demo(tmp_path, *args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "jaxspec.cli", "demo", "--out", str(tmp_path), "--no-progress"],
+        [sys.executable, "-m", "jaxspec.cli", "demo", *args, "--out", str(tmp_path), "--no-progress"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -21,6 +23,12 @@ def test_flagship_demo_runs_and_reports_what_it_computed(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_mock_demo_runs_and_reports_what_it_computed(tmp_path):
+    proc = _demo(tmp_path, "mock")
     report = json.loads((tmp_path / "mock_report.json").read_text())
     assert report["n_stars"] == 5000
     assert report["n_pix"] == 7514
@@ -31,3 +39,25 @@ def test_flagship_demo_runs_and_reports_what_it_computed(tmp_path):
         assert (tmp_path / figure.split("/")[-1]).stat().st_size > 10_000
     assert "noise check" in proc.stdout
     assert "TEFF" in proc.stdout
+
+
+@pytest.mark.slow
+def test_flagship_lux_demo_trains_and_predicts_labels_from_flux(tmp_path):
+    proc = _demo(tmp_path, "--quick")  # no name: the flagship
+    report = json.loads((tmp_path / "lux_report.json").read_text())
+    assert (report["n_train"], report["n_test"], report["n_pix"]) == (500, 200, 7514)
+    assert (report["n_labels"], report["n_latents"]) == (12, 48)  # the paper's P = 4 M
+    assert report["n_flagged"] == 0
+    assert 0.8 < report["test_reduced_chi2_median"] < 2.0
+    objective = report["train_objective"]
+    assert all(b <= a + 1e-5 * abs(a) for a, b in itertools.pairwise(objective[:5]))  # Agenda 1 descends
+    labels = report["labels"]
+    assert tuple(labels) == mock.LABEL_NAMES
+    # Loose bounds that hold for 500 training stars: Lux learns every label from the flux.
+    assert labels["TEFF"]["rmse"] < 250.0 and abs(labels["TEFF"]["bias"]) < 100.0
+    assert labels["LOGG"]["rmse"] < 0.6
+    for name in list(labels)[2:]:
+        assert labels[name]["rmse"] < 0.2, name
+    for figure in report["figures"]:
+        assert (tmp_path / figure.split("/")[-1]).stat().st_size > 10_000
+    assert "bias" in proc.stdout and "MG_FE" in proc.stdout and "test step" in proc.stdout

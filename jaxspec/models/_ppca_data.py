@@ -1,0 +1,213 @@
+"""Data layout for :mod:`jaxspec.models.ppca`: validation, one pass over the input, fixed-size chunks.
+
+Two layouts.  Sparse (unweighted, at most ``_DENSE_FRACTION`` missing): the
+data are used in place when JAX can read them without a copy (C-contiguous,
+64-byte aligned, default float dtype, e.g. an ``np.memmap`` of a ``.npy``),
+else copied once into an aligned buffer (also when they hold NaN/inf, which
+become 0 there); the missing entries of each chunk are listed as padded
+``(chunk, m)`` pixel indices and values.  Dense: aligned copies of
+``w (x - mean)`` and of the weights ``w``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxspec.data.containers import Spectra
+
+_DENSE_FRACTION = 0.1  # above this fraction of missing entries the dense per-star layout is used
+
+
+class _Data(NamedTuple):
+    """The data in fixed-size chunks, with what the E-step needs (private)."""
+
+    src: np.ndarray  # sparse: the data as given (aligned, finite); dense: w * (x - mean), 0 where missing
+    w: np.ndarray | None  # dense: (n_pad, D) weights; sparse: None
+    idx: list  # sparse: per chunk (chunk, m) int32 missing pixels, padded with D
+    xm: list  # sparse: per chunk (chunk, m) data values at those pixels (0 for padding)
+    tail: np.ndarray | None  # sparse: the last, partial chunk padded with zero rows
+    mean: np.ndarray
+    n: int
+    chunk: int
+    sq: float  # sum of w (x - mean)^2 over observed entries
+    n_obs: int
+    sum_log_w: float
+
+
+def _inputs(data, ivar, mask):
+    if isinstance(data, Spectra):
+        if ivar is not None:
+            raise ValueError("ivar: a Spectra brings its own ivar; do not pass ivar= as well")
+        data, ivar = data.flux, data.ivar
+    data, ivar, mask = (np.asarray(a) if isinstance(a, jax.Array) else a for a in (data, ivar, mask))
+    if not hasattr(data, "shape") or len(data.shape) != 2:
+        raise ValueError(f"data: expected a 2-D array (n_stars, n_pix), found {getattr(data, 'shape', type(data))}")
+    for name, arr in (("ivar", ivar), ("mask", mask)):
+        if arr is not None and tuple(arr.shape) != tuple(data.shape):
+            raise ValueError(f"{name}: expected shape {tuple(data.shape)} like data, found {tuple(arr.shape)}")
+    if mask is not None and np.dtype(mask.dtype) != np.bool_:
+        raise TypeError(f"mask: expected a boolean array (True = missing), found dtype {mask.dtype}")
+    return data, ivar, mask
+
+
+def _chunk(chunk_size, n):
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected a positive int, found {chunk_size!r}")
+    chunk = min(int(chunk_size), n)
+    return -(-chunk // 16) * 16  # row offsets stay 64-byte aligned for any D
+
+
+def _dtype():
+    """float32, or float64 under ``JAX_ENABLE_X64``."""
+    return np.dtype(np.float64 if jax.config.jax_enable_x64 else np.float32)
+
+
+def _missing(x, ivar, mask, lo, hi):
+    xc = np.asarray(x[lo:hi], dtype=_dtype())
+    miss = ~np.isfinite(xc)
+    ivc = None
+    if ivar is not None:
+        ivc = np.asarray(ivar[lo:hi], dtype=_dtype())
+        if not (np.all(ivc >= 0) and np.isfinite(ivc.sum(dtype=np.float64))):  # NaN, inf, < 0
+            raise ValueError(f"ivar: expected finite values >= 0, found bad values in rows {lo}..{hi - 1}")
+        miss |= ivc == 0
+    if mask is not None:
+        miss |= np.asarray(mask[lo:hi])
+    return xc, miss, ivc
+
+
+def _load(x, ivar, mask, chunk, weighted, mean=None, scale=None):
+    """The sparse layout when unweighted and at most ``_DENSE_FRACTION`` is missing, else the dense one."""
+    if not weighted:
+        prep = _scan_sparse(x, ivar, mask, chunk, mean)
+        if prep is not None:
+            return prep, None
+    if mean is None:
+        mean, scale = _mean(x, ivar, mask, weighted, chunk)
+    return _prepare_dense(x, ivar, mask, mean, scale if weighted else None, chunk), scale
+
+
+def _mean(x, ivar, mask, weighted, chunk):
+    """Per-pixel (weighted) mean of the observed values and the mean observed ivar."""
+    n, d = x.shape
+    s, sw, ivsum, n_obs = np.zeros(d), np.zeros(d), 0.0, 0
+    for lo in range(0, n, chunk):
+        xc, miss, ivc = _missing(x, ivar, mask, lo, min(lo + chunk, n))
+        wc = np.where(miss, 0.0, ivc if weighted else 1.0).astype(_dtype())
+        s += np.sum(np.where(miss, 0.0, xc) * wc, axis=0, dtype=np.float64)
+        sw += wc.sum(0, dtype=np.float64)
+        n_obs += int(miss.size - miss.sum())
+        if ivc is not None:
+            ivsum += float(np.where(miss, 0.0, ivc).sum(dtype=np.float64))
+    mean = (s / np.where(sw > 0, sw, 1.0)).astype(_dtype())
+    return mean, (ivsum / max(n_obs, 1) if ivar is not None else None)
+
+
+def _aligned(shape, fill=None):
+    size = int(np.prod(shape))
+    buf = np.empty(size + 16, _dtype())
+    off = (-buf.ctypes.data % 64) // buf.itemsize
+    out = buf[off : off + size].reshape(shape)
+    if fill is not None:
+        out[...] = fill
+    return out
+
+
+def _zero_copy(x):
+    """``x`` itself when JAX can use it without a copy (aligned, C-contiguous, default float), else None."""
+    if isinstance(x, jax.Array):
+        x = np.asarray(x)
+    ok = isinstance(x, np.ndarray) and x.dtype == _dtype() and x.flags.c_contiguous
+    return x if ok and x.ctypes.data % 64 == 0 else None
+
+
+def _scan_sparse(x, ivar, mask, chunk, mean):
+    """One pass: missing-entry indices and values, mean and residual sum of squares; None if too much is missing."""
+    n, d = x.shape
+    src, copy = _zero_copy(x), None
+    if src is None:
+        copy = src = _aligned((n, d))
+    s1, s2, cnt, idx, xm, tail = np.zeros(d), np.zeros(d), np.zeros(d, np.int64), [], [], None
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        xc, miss, _ = _missing(x, ivar, mask, lo, hi)
+        finite = np.isfinite(xc)
+        if not finite.all():
+            xc = np.where(finite, xc, 0.0)
+            if copy is None:  # the data hold NaN/inf: from here on work on a sanitised copy
+                copy = src = _aligned((n, d))
+                copy[:lo] = x[:lo]
+        if copy is not None:
+            copy[lo:hi] = xc
+        xz = np.where(miss, 0.0, xc)
+        s1 += xz.sum(0, dtype=np.float64)
+        s2 += (xz * xz).sum(0, dtype=np.float64)
+        cnt += miss.shape[0] - miss.sum(0)
+        if n * d - cnt.sum() - (n - hi) * d > _DENSE_FRACTION * n * d:
+            return None
+        rows, cols = np.nonzero(miss)
+        counts = np.bincount(rows, minlength=chunk)
+        pos = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        idx.append((rows, pos, cols, int(counts.max(initial=0))))
+        xm.append(xc[rows, cols])
+        if hi - lo < chunk:
+            tail = _aligned((chunk, d), 0.0)
+            tail[: hi - lo] = xc
+    idx, xm = _pad_missing(idx, xm, chunk, d)
+    safe = np.maximum(cnt, 1)
+    if mean is None:
+        mean = (s1 / safe).astype(_dtype())
+    sq = float(np.sum(np.where(cnt > 0, s2 - s1 * s1 / safe, 0.0)))
+    return _Data(src, None, idx, xm, tail, np.asarray(mean), n, chunk, sq, int(cnt.sum()), 0.0)
+
+
+def _pad_missing(entries, values, chunk, d):
+    """Per chunk ``(chunk, m)`` index and value arrays, padded with pixel ``d`` (a zero row).
+
+    ``m`` is the largest count over all chunks, rounded up to 8, unless a
+    chunk needs less than half of it (then a power of two): one or a few
+    compiled shapes.
+    """
+    top = 8 * max(1, -(-max(e[3] for e in entries) // 8))
+    out_i, out_v = [], []
+    for (rows, pos, cols, most), vals in zip(entries, values, strict=True):
+        width = min(top, 1 << max(5, (most - 1).bit_length()))
+        ic, vc = np.full((chunk, width), d, np.int32), np.zeros((chunk, width), _dtype())
+        ic[rows, pos], vc[rows, pos] = cols, vals
+        out_i.append(ic)
+        out_v.append(vc)
+    return out_i, out_v
+
+
+def _prepare_dense(x, ivar, mask, mean, scale, chunk) -> _Data:
+    """Copy ``w * (x - mean)`` (0 where missing) and ``w`` into aligned, zero-padded arrays."""
+    n, d = x.shape
+    n_pad = -(-n // chunk) * chunk
+    y, w = _aligned((n_pad, d), 0.0), _aligned((n_pad, d), 0.0)
+    sq, n_obs, sum_log_w = 0.0, 0, 0.0
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
+        xc, miss, ivc = _missing(x, ivar, mask, lo, hi)
+        resid = np.where(miss, 0.0, xc - mean).astype(_dtype())
+        wc = np.where(miss, 0.0, ivc / scale if scale is not None else 1.0).astype(_dtype())
+        sq += float(np.sum(wc * resid * resid, dtype=np.float64))
+        sum_log_w += float(np.sum(np.log(wc[wc > 0]), dtype=np.float64))
+        y[lo:hi], w[lo:hi] = resid * wc, wc
+        n_obs += int(miss.size - miss.sum())
+    return _Data(y, w, [], [], None, np.asarray(mean), n, chunk, sq, n_obs, sum_log_w)
+
+
+def _chunks(prep: _Data):
+    """``(x, extra, valid)`` per chunk; aligned numpy slices go to JAX without a copy."""
+    c = prep.chunk
+    for i, lo in enumerate(range(0, prep.n, c)):
+        valid = jnp.asarray(np.arange(lo, lo + c) < prep.n, _dtype())
+        if prep.w is not None:
+            yield jax.device_put(prep.src[lo : lo + c]), (jax.device_put(prep.w[lo : lo + c]),), valid
+        else:
+            xc = prep.src[lo : lo + c] if lo + c <= prep.n else prep.tail
+            yield jax.device_put(xc), (jnp.asarray(prep.idx[i]), jnp.asarray(prep.xm[i])), valid

@@ -1,0 +1,210 @@
+"""PPCA with missing data (jaxspec.models.ppca): closed forms, planted structure, invariances, errors."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from jaxspec.data.containers import Spectra
+from jaxspec.models import _ppca_data, ppca
+from jaxspec.models.ppca import PPCAResult, fit_ppca, transform
+from tests.conftest import assert_allclose
+
+KEY = jax.random.key(0)
+
+
+def planted(n=300, d=40, k=3, noise=0.05, seed=0):
+    """Data with a planted rank-``k`` structure (well separated) plus white noise, and the true loadings."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(d, k)) * np.linspace(2.0, 1.0, k)
+    x = 1.0 + rng.normal(size=(n, k)) @ w.T + noise * rng.normal(size=(n, d))
+    return x.astype(np.float32), w
+
+
+def max_angle(a, b):
+    """Largest principal angle, degrees."""
+    qa, qb = np.linalg.qr(np.asarray(a, np.float64))[0], np.linalg.qr(np.asarray(b, np.float64))[0]
+    return np.degrees(np.arccos(np.clip(np.linalg.svd(qa.T @ qb, compute_uv=False).min(), -1, 1)))
+
+
+def fit(x, k=3, **kw):
+    kw.setdefault("key", KEY)
+    kw.setdefault("progress", False)
+    return fit_ppca(x, k, **kw)
+
+
+def test_no_missing_equals_pca_closed_form():
+    """Tipping & Bishop: components = top eigenvectors, sigma2 = mean of the discarded eigenvalues."""
+    x, _ = planted(n=200, d=30, k=3, noise=0.3)
+    res = fit(x, tol=1e-9, max_iter=30)
+    xc = np.asarray(x, np.float64) - np.mean(x, axis=0, dtype=np.float64)
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    ev = s**2 / x.shape[0]
+    assert_allclose(res.explained_variance, ev[:3], scale=4)
+    assert_allclose(res.noise_variance, ev[3:].mean(), dtype=np.float32, scale=4)
+    signs = np.sign(np.sum(res.components * vt[:3].T, axis=0))
+    assert_allclose(res.components, vt[:3].T * signs, scale=4)
+    assert_allclose(res.mean, x.mean(0), scale=4)
+    assert_allclose(np.linalg.norm(res.components, axis=0), np.ones(3))
+
+
+def test_planted_structure_with_20_percent_missing():
+    x, w = planted(n=400, d=40, noise=0.1)
+    mask = np.random.default_rng(1).random(x.shape) < 0.2
+    res = fit(x, mask=mask, tol=1e-7, max_iter=60)
+    assert max_angle(res.components, w) < 1.0
+    assert 0.08 < np.sqrt(res.noise_variance) < 0.12
+
+
+@pytest.mark.parametrize("x64", [False, True])
+@pytest.mark.parametrize("fraction", [0.03, 0.2])
+def test_planted_and_loglike_non_decreasing(fraction, x64):
+    """Both EM variants (sparse below 10% missing, dense above) increase the log-likelihood every iteration.
+
+    In float32 the log-likelihood carries a rounding error of about 1e-7 times
+    the signal-to-noise variance ratio (here ~10), hence the tolerance.
+    """
+    x, w = planted(n=300, d=40, noise=1.0, seed=2)
+    mask = np.random.default_rng(2).random(x.shape) < fraction
+    with jax.enable_x64(x64):
+        res = fit(x, mask=mask, tol=1e-12, max_iter=30)
+    assert res.latents.dtype == (np.float64 if x64 else np.float32)
+    assert max_angle(res.components, w) < 5.0
+    ll = res.log_likelihood
+    assert len(ll) == res.n_iter + 1 and res.n_iter >= 5
+    assert np.all(np.diff(ll) >= -(1e-12 if x64 else 1e-6) * np.abs(ll[1:]))
+    assert ll[-1] - ll[0] > 1.0
+
+
+def test_sparse_and_dense_paths_agree(monkeypatch):
+    """The complete-data EM (sparse) and the per-pixel EM (dense) reach the same maximum likelihood."""
+    x, _ = planted(n=200, d=30, noise=0.5, seed=3)
+    mask = np.random.default_rng(3).random(x.shape) < 0.05
+    with jax.enable_x64(True):
+        sparse = fit(x, mask=mask, tol=1e-13, max_iter=300)
+        monkeypatch.setattr(_ppca_data, "_DENSE_FRACTION", 0.0)
+        dense = fit(x, mask=mask, tol=1e-13, max_iter=300)
+    assert sparse.converged and dense.converged
+    assert max_angle(sparse.components, dense.components) < 1e-4
+    assert_allclose(sparse.noise_variance, dense.noise_variance, dtype=np.float64, scale=10)
+    assert_allclose(sparse.log_likelihood[-1], dense.log_likelihood[-1], dtype=np.float64)
+    assert_allclose(sparse.latents, dense.latents, dtype=np.float64, scale=100)
+
+
+def test_loglike_equals_direct_gaussian():
+    """The Woodbury log-likelihood equals sum_n log N(x_obs | mu, W W^T + sigma2 I) computed densely."""
+    x, _ = planted(n=60, d=12, k=2, noise=0.3, seed=4)
+    mask = np.random.default_rng(4).random(x.shape) < 0.1
+    res = fit(x, k=2, mask=mask, max_iter=5)
+    c = res.loadings.astype(np.float64) @ res.loadings.T.astype(np.float64) + res.noise_variance * np.eye(12)
+    total = 0.0
+    for xn, mn in zip(x.astype(np.float64), mask, strict=True):
+        o = ~mn
+        r = xn[o] - res.mean[o]
+        cov = c[np.ix_(o, o)]
+        total -= 0.5 * (o.sum() * np.log(2 * np.pi) + np.linalg.slogdet(cov)[1] + r @ np.linalg.solve(cov, r))
+    assert_allclose(res.log_likelihood[-1], total, dtype=np.float32, scale=0.1)
+
+
+def test_deterministic_for_a_key_and_close_across_keys():
+    x, _ = planted(noise=0.1, seed=5)
+    mask = np.random.default_rng(5).random(x.shape) < 0.03
+    a = fit(x, mask=mask, tol=1e-8, max_iter=30)
+    b = fit(x, mask=mask, tol=1e-8, max_iter=30)
+    for field in ("components", "explained_variance", "latents", "log_likelihood"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.noise_variance == b.noise_variance
+    c = fit(x, mask=mask, key=jax.random.key(7), tol=1e-8, max_iter=30)
+    assert max_angle(a.components, c.components) < 0.05
+    assert_allclose(a.noise_variance, c.noise_variance, dtype=np.float32, scale=10)
+
+
+@pytest.mark.parametrize("fraction", [0.03, 0.2])
+def test_chunking_invariance(fraction):
+    x, _ = planted(n=100, noise=0.1, seed=6)
+    mask = np.random.default_rng(6).random(x.shape) < fraction
+    a = fit(x, mask=mask, chunk_size=16, tol=1e-8, max_iter=40)
+    b = fit(x, mask=mask, chunk_size=1000, tol=1e-8, max_iter=40)
+    assert max_angle(a.components, b.components) < 0.05
+    assert_allclose(a.explained_variance, b.explained_variance, scale=10)
+    assert_allclose(a.latents, b.latents, scale=20)
+
+
+def test_ivar_weights_beat_unweighted_on_heteroscedastic_data():
+    rng = np.random.default_rng(8)
+    n, d, k = 300, 40, 3
+    w = rng.normal(size=(d, k))
+    sigma = np.where(rng.random((n, d)) < 0.3, 3.0, 0.05)  # 30% of entries very noisy
+    x = (rng.normal(size=(n, k)) @ w.T + sigma * rng.normal(size=(n, d))).astype(np.float32)
+    ivar = (1 / sigma**2).astype(np.float32)
+    plain = fit(x, ivar=ivar, max_iter=60, tol=1e-7)
+    weighted = fit(x, ivar=ivar, weights="ivar", max_iter=60, tol=1e-7)
+    assert weighted.ivar_scale is not None and plain.ivar_scale is None
+    assert max_angle(weighted.components, w) < 0.5 * max_angle(plain.components, w)
+    assert max_angle(weighted.components, w) < 2.0
+    with jax.enable_x64(True):  # ivar spans 3.6e3 here: check monotonicity without float32 rounding
+        ll = fit(x, ivar=ivar, weights="ivar", max_iter=30, tol=1e-12).log_likelihood
+    assert np.all(np.diff(ll) >= -1e-12 * np.abs(ll[1:]))
+    assert_allclose(transform(weighted, x, ivar=ivar), weighted.latents, scale=20)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.03, 0.2])
+def test_transform_of_training_data_equals_latents(fraction):
+    x, _ = planted(n=120, noise=0.1, seed=9)
+    mask = np.random.default_rng(9).random(x.shape) < fraction
+    res = fit(x, mask=mask, max_iter=50)
+    assert res.latents.shape == (120, 3)
+    assert_allclose(transform(res, x, mask=mask), res.latents, scale=20)
+    assert_allclose(transform(res, x[:7], mask=mask[:7], chunk_size=16), res.latents[:7], scale=20)
+
+
+def test_spectra_input_and_nan_as_missing():
+    x, w = planted(n=150, noise=0.1, seed=10)
+    mask = np.random.default_rng(10).random(x.shape) < 0.03
+    ivar = np.where(mask, 0.0, 100.0).astype(np.float32)
+    from_spectra = fit(Spectra(x, ivar), max_iter=30, tol=1e-8)
+    from_nan = fit(np.where(mask, np.nan, x), max_iter=30, tol=1e-8)
+    assert max_angle(from_spectra.components, from_nan.components) < 0.05
+    assert max_angle(from_nan.components, w) < 1.0
+    assert isinstance(from_nan, PPCAResult) and np.all(np.isfinite(from_nan.latents))
+
+
+def test_compiles_once():
+    x, _ = planted(n=100, noise=0.1, seed=11)
+    mask = np.random.default_rng(11).random(x.shape) < 0.03
+    fit(x, mask=mask, max_iter=3)
+    size = ppca._estep_chunk._cache_size()
+    fit(x + 0.01, mask=mask, max_iter=3)
+    assert ppca._estep_chunk._cache_size() == size
+
+
+def test_bad_input():
+    x, _ = planted(n=50, d=10)
+    with pytest.raises(ValueError, match="n_components"):
+        fit(x, k=10)
+    with pytest.raises(TypeError, match="n_components"):
+        fit(x, k=2.0)
+    with pytest.raises(ValueError, match="mask"):
+        fit(x, mask=np.zeros((50, 9), bool))
+    with pytest.raises(TypeError, match="mask"):
+        fit(x, mask=np.zeros((50, 10)))
+    with pytest.raises(ValueError, match="ivar"):
+        fit(x, ivar=-np.ones_like(x))
+    with pytest.raises(ValueError, match="weights"):
+        fit(x, weights="ivar")
+    with pytest.raises(ValueError, match="weights"):
+        fit(x, weights="snr", ivar=np.ones_like(x))
+    with pytest.raises(ValueError, match="data"):
+        fit(x[0])
+    with pytest.raises(ValueError, match="data"):
+        fit(np.full_like(x, np.nan))
+    with pytest.raises(TypeError, match="key"):
+        fit(x, key=0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        fit(x, chunk_size=0)
+    res = fit(x, max_iter=2)
+    with pytest.raises(ValueError, match="pixels"):
+        transform(res, x[:, :5])
+    with pytest.raises(TypeError, match="result"):
+        transform(res._asdict(), x)
