@@ -60,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspec._bench import timed_call
 from jaxspec.data import mock
 from jaxspec.data.containers import Labels, Spectra, default_float
 from jaxspec.data.preprocess import mask_bad_pixels
@@ -75,19 +76,6 @@ N_TRAIN, N_TEST = 5000, 10_000
 SNR = (100.0, 300.0)
 PAYNE_LABEL_NAMES = ("TEFF", "LOGG", "FE_H", "ALPHA_FE", "VBROAD")
 PAYNE_LABEL_ERRORS = (50.0, 0.05, 0.03, 0.03, 1.0)  # K, dex, dex, dex, km/s
-
-_COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
-_compile_log: list[float] | None = None
-
-
-def _on_event(event: str, duration: float, **kwargs) -> None:
-    if _compile_log is not None and event in _COMPILE_EVENTS:
-        _compile_log.append(duration)
-
 
 # -- data ------------------------------------------------------------------------------
 
@@ -209,27 +197,15 @@ def _predict(model: lux.LuxModel, data: LuxData) -> lux.LabelPrediction:
     return out
 
 
-def _timed(fn, *args):
-    """``(result, seconds, compile seconds)`` of ``fn(*args)``."""
-    global _compile_log
-    _compile_log = []
-    try:
-        t0 = time.perf_counter()
-        out = fn(*args)
-        return out, time.perf_counter() - t0, sum(_compile_log)
-    finally:
-        _compile_log = None
-
-
 def run_jaxspec(data: LuxData, *, n_latents: int | None, omega: float, repeats: int, seed: int) -> dict:
     """Warm-up fit + prediction (compiles), then ``repeats`` timed ones; medians and RMSE vs true labels."""
-    fit_out, fit_first, fit_compile = _timed(_fit, data, n_latents, omega, seed)
-    pred, pred_first, pred_compile = _timed(_predict, fit_out.model, data)
+    fit_out, fit_first, fit_compile = timed_call(_fit, data, n_latents, omega, seed)
+    pred, pred_first, pred_compile = timed_call(_predict, fit_out.model, data)
     fit_times, pred_times = [], []
     for _ in range(repeats):
-        fit_out, t, _ = _timed(_fit, data, n_latents, omega, seed)
+        fit_out, t, _ = timed_call(_fit, data, n_latents, omega, seed)
         fit_times.append(t)
-        pred, t, _ = _timed(_predict, fit_out.model, data)
+        pred, t, _ = timed_call(_predict, fit_out.model, data)
         pred_times.append(t)
     pred_values = np.asarray(pred.labels.values, np.float64)
     stats = bias_rmse(pred_values, data.test_true)
@@ -412,7 +388,6 @@ def main(argv=None) -> dict:
 
     from jaxspec._bench import machine_info
 
-    jax.monitoring.register_event_duration_secs_listener(_on_event)
     t0 = time.perf_counter()
     data = make_data(args.data, args.n_train, args.n_test, args.seed)
     setup = time.perf_counter() - t0

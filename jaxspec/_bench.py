@@ -74,26 +74,30 @@ def machine_info() -> dict:
     }
 
 
+def timed_call(fn: Callable, *args) -> tuple[object, float, float]:
+    """``(result, wall seconds, compile seconds)`` of ``fn(*args)``; compile = tracing plus XLA compilation."""
+    global _recording
+    _recording = []
+    try:
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        return out, time.perf_counter() - t0, sum(_recording)
+    finally:
+        _recording = None
+
+
 def time_benchmark(name: str, factory: Callable[[], Callable[[], object]], *, repeats: int = 5) -> dict:
     """Set up, warm up (timed, with compile time) and time ``repeats`` calls.
 
     Returns a dict with ``setup_s``, ``first_call_s``, ``compile_s`` (tracing
     plus XLA compilation during the first call), ``times_s``, ``median_s``.
     """
-    global _recording
     if repeats < 1:
         raise ValueError(f"repeats: expected >= 1, found {repeats}")
     t0 = time.perf_counter()
     fn = factory()
     setup = time.perf_counter() - t0
-    _recording = []
-    try:
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        first = time.perf_counter() - t0
-        compile_s = sum(_recording)
-    finally:
-        _recording = None
+    _, first, compile_s = timed_call(fn)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
