@@ -20,6 +20,7 @@ __all__ = ["DEMOS", "FLAGSHIP", "main"]
 DEMOS: dict[str, tuple[str, str]] = {
     "mock": ("jaxspec._demos:demo_mock", "generate a mock APOGEE-like survey, summarise it, plot a few spectra"),
     "lux": ("jaxspec._demos:demo_lux", "train Lux on a mock survey, predict 12 labels of held-out stars from flux"),
+    "rsca": ("jaxspec._demos:demo_rsca", "RSCA on mock open clusters: doppelganger rates from spectra and from labels"),
 }
 FLAGSHIP = "lux"
 

@@ -4,7 +4,8 @@ Every function draws on a given matplotlib ``Axes`` (or makes a figure) and
 returns the ``Figure``; none of them calls ``plt.show``.  The Lux paper's
 figures (label comparison, Kiel and abundance planes, spectrum fit, derivative
 spectra) live in :mod:`jaxspec._plots_lux` (and the cross-validation grid in
-:mod:`jaxspec._plots_lux_cv`) and are re-exported here.
+:mod:`jaxspec._plots_lux_cv`) and are re-exported here, as are the RSCA figures
+(:mod:`jaxspec._plots_rsca`: top dimensions against [Fe/H], rate against ``K``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from jaxspec._plots_lux import (
     plot_spectrum_fit,
 )
 from jaxspec._plots_lux_cv import plot_cv_grid
+from jaxspec._plots_rsca import plot_rate_vs_components, plot_rsca_dimensions
 from jaxspec.data.containers import Labels, Spectra
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "plot_derivative_spectra",
     "plot_kiel",
     "plot_label_comparison",
+    "plot_rate_vs_components",
+    "plot_rsca_dimensions",
     "plot_spectra",
     "plot_spectrum_fit",
     "require_matplotlib",

@@ -8,6 +8,8 @@ a label mask can be tested against a known answer.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -257,6 +259,25 @@ def test_missing_labels_barely_hurt(data, trained):
     full = rmse(lux.predict_labels(trained.model, data.test[1], progress=False).labels.values[:, col], truth)
     part = rmse(lux.predict_labels(partial.model, data.test[1], progress=False).labels.values[:, col], truth)
     assert part <= 1.1 * full, (part, full)
+
+
+def test_calibrate_scatter_is_the_excess_variance(data, trained):
+    """s^2 = mean(r^2 - sigma_ref^2 - sigma_pred^2): reference labels planted at known offsets from the predictions."""
+    labels, spectra = data.test
+    bare = lux.calibrate_scatter(trained.model, labels, spectra)  # any model: the estimate starts from no scatter
+    pred = lux.predict_labels(dataclasses.replace(bare, label_scatter=None), spectra, progress=False)
+    offsets = np.array([50.0, 0.08, 0.02]) * np.where(np.arange(labels.n_stars) % 2, 1.0, -1.0)[:, None]
+    ref_err = np.array([10.0, 0.02, 0.005])
+    reference = Labels(
+        np.asarray(pred.labels.values, np.float64) + offsets, err=np.broadcast_to(ref_err, offsets.shape), names=NAMES
+    )
+    model = lux.calibrate_scatter(trained.model, reference, spectra)
+    pred_var = np.diagonal(np.asarray(pred.covariance, np.float64), axis1=1, axis2=2)
+    want = np.sqrt(np.mean(offsets**2 - ref_err**2 - pred_var, axis=0))
+    assert_allclose(model.label_scatter, want, scale=50)
+    # the scatter is added to the predicted variances
+    after = lux.predict_labels(model, spectra, progress=False)
+    assert_allclose(1.0 / np.asarray(after.labels.ivar), pred_var + want**2, scale=50)
 
 
 # -- predicting spectra from labels --------------------------------------------------------------

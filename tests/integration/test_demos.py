@@ -61,3 +61,25 @@ def test_flagship_lux_demo_trains_and_predicts_labels_from_flux(tmp_path):
     for figure in report["figures"]:
         assert (tmp_path / figure.split("/")[-1]).stat().st_size > 10_000
     assert "bias" in proc.stdout and "MG_FE" in proc.stdout and "test step" in proc.stdout
+
+
+@pytest.mark.slow
+def test_rsca_demo_learns_a_metric_that_beats_raw_latents(tmp_path):
+    proc = _demo(tmp_path, "rsca", "--quick")
+    report = json.loads((tmp_path / "rsca_report.json").read_text())
+    assert (report["n_clusters"], report["n_members"], report["n_field"]) == (6, 48, 300)
+    assert report["ppca_converged"]
+    assert report["matched_pairs"] > 100  # the rv / A_K matching leaves pairs to score
+    rates = [report["rate_spectra"], report["rate_raw_latents"], report["rate_labels"], *report["top_n"]["rate"]]
+    rates += report["k_sweep"]["rate_spectra"] + report["k_sweep"]["rate_raw_latents"]
+    assert all(0.0 <= r <= 1.0 for r in rates)
+    # RSCA on spectra finds far fewer doppelgangers than the raw latents, and both beat random pairs (0.5)
+    assert report["rate_spectra"] < 0.5 * report["rate_raw_latents"] < 0.25
+    assert report["k_sweep"]["rate_spectra"][-1] == report["rate_spectra"]
+    assert report["top_n"]["n_dims"][-1] == report["n_components"]
+    assert report["top_n"]["rate"][-1] == pytest.approx(report["rate_spectra"])
+    assert report["labels_n_members"] > 10 and report["labels_n_field"] > 100
+    assert len(report["figures"]) == 2
+    for figure in report["figures"]:
+        assert (tmp_path / figure.split("/")[-1]).stat().st_size > 10_000
+    assert "RSCA on abundance labels" in proc.stdout and "top-N table" in proc.stdout
