@@ -208,3 +208,18 @@ def test_bad_input():
         transform(res, x[:, :5])
     with pytest.raises(TypeError, match="result"):
         transform(res._asdict(), x)
+
+
+def test_nan_in_later_chunks_of_zero_copy_input():
+    """Aligned float input is read in place until NaN turn up (mid-way, and in the partial last chunk)."""
+    x, _ = planted(n=100, d=40)
+    mask = np.random.default_rng(2).random(x.shape) < 0.03
+    mask[:40] = False  # the first chunks are clean: the data are used in place at first
+    src = _ppca_data._aligned(x.shape)
+    src[...] = np.where(mask, np.nan, x)
+    assert _ppca_data._zero_copy(src) is src
+    from_nan = fit(src, chunk_size=16, max_iter=30, tol=1e-8)
+    from_mask = fit(x, mask=mask, chunk_size=16, max_iter=30, tol=1e-8)
+    assert_allclose(from_nan.log_likelihood, from_mask.log_likelihood, dtype=_ppca_data._dtype())
+    assert max_angle(from_nan.components, from_mask.components) < 0.01
+    assert np.isnan(src).sum() == mask.sum()  # the input is left as it was

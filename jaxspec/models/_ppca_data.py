@@ -125,42 +125,85 @@ def _zero_copy(x):
     return x if ok and x.ctypes.data % 64 == 0 else None
 
 
+def _flags(ivar, mask, lo, hi, d):
+    """Missing entries of rows ``lo:hi`` flagged by ``ivar == 0`` or ``mask`` (non-finite data are found later)."""
+    miss = None
+    if ivar is not None:
+        ivc = np.asarray(ivar[lo:hi], dtype=_dtype())
+        if not (np.all(ivc >= 0) and np.isfinite(ivc.sum(dtype=np.float64))):  # NaN, inf, < 0
+            raise ValueError(f"ivar: expected finite values >= 0, found bad values in rows {lo}..{hi - 1}")
+        miss = ivc == 0
+    if mask is not None:
+        miss = np.array(mask[lo:hi]) if miss is None else miss | np.asarray(mask[lo:hi])
+    return np.zeros((hi - lo, d), bool) if miss is None else miss
+
+
+def _moments(x, miss, shift):
+    """Column sums of ``x - shift`` and of its square over the entries not ``miss`` (float64), and their total.
+
+    Summed in float32 over blocks of 16 rows, then in float64: accurate, and no float64 copy of the data.
+    """
+    y = np.subtract(x, shift, dtype=_dtype())
+    y[miss] = 0.0
+    y = y.reshape(-1, 16, y.shape[1])
+    s1 = np.add.reduce(y, axis=1).sum(0, dtype=np.float64)
+    return s1, np.einsum("bij,bij->bj", y, y).sum(0, dtype=np.float64), float(s1.sum())
+
+
+def _nonzero(miss):
+    """``np.nonzero`` of a C-contiguous boolean matrix (``np.flatnonzero`` is several times faster)."""
+    return np.divmod(np.flatnonzero(miss), miss.shape[1])
+
+
 def _scan_sparse(x, ivar, mask, chunk, mean):
-    """One pass: missing-entry indices and values, mean and residual sum of squares; None if too much is missing."""
+    """One pass: missing-entry indices and values, mean and residual sum of squares; None if too much is missing.
+
+    Column sums run on the data shifted by the first chunk's mean (float32 sums stay accurate);
+    non-finite data are found there and turned into missing entries of a sanitised copy.
+    """
     n, d = x.shape
     src, copy = _zero_copy(x), None
     if src is None:
         copy = src = _aligned((n, d))
-    s1, s2, cnt, idx, xm, tail = np.zeros(d), np.zeros(d), np.zeros(d, np.int64), [], [], None
+    s1, s2, cnt, idx, xm, tail, shift = np.zeros(d), np.zeros(d), np.zeros(d, np.int64), [], [], None, None
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
-        xc, miss, _ = _missing(x, ivar, mask, lo, hi)
-        finite = np.isfinite(xc)
-        if not finite.all():
-            xc = np.where(finite, xc, 0.0)
-            if copy is None:  # the data hold NaN/inf: from here on work on a sanitised copy
-                copy = src = _aligned((n, d))
-                copy[:lo] = x[:lo]
+        miss = _flags(ivar, mask, lo, hi, d)
         if copy is not None:
-            copy[lo:hi] = xc
-        xz = np.where(miss, 0.0, xc)
-        s1 += xz.sum(0, dtype=np.float64)
-        s2 += (xz * xz).sum(0, dtype=np.float64)
-        cnt += miss.shape[0] - miss.sum(0)
+            copy[lo:hi] = x[lo:hi]
+        xc = src[lo:hi]
+        if hi - lo < chunk:
+            tail = _aligned((chunk, d), 0.0)
+            tail[: hi - lo] = xc
+            xc, miss = tail, np.concatenate([miss, np.ones((chunk - hi + lo, d), bool)])
+        if shift is None:
+            ok = ~miss & np.isfinite(xc)
+            shift = (np.where(ok, xc, 0.0).sum(0, dtype=np.float64) / np.maximum(ok.sum(0), 1)).astype(_dtype())
+        y1, y2, total = _moments(xc, miss, shift)
+        if not np.isfinite(total):  # the data hold NaN/inf: they are missing, and from here on a sanitised copy is used
+            if copy is None:
+                copy = src = _aligned((n, d))
+                copy[:hi] = x[:hi]
+            bad = ~np.isfinite(xc)
+            miss |= bad
+            (tail if xc is tail else copy[lo:hi])[bad] = 0.0
+            xc = tail if xc is tail else copy[lo:hi]
+            y1, y2, _ = _moments(xc, miss, shift)
+        s1 += y1
+        s2 += y2
+        rows, cols = _nonzero(miss[: hi - lo])
+        cnt += (hi - lo) - np.bincount(cols, minlength=d)
         if n * d - cnt.sum() - (n - hi) * d > _DENSE_FRACTION * n * d:
             return None
-        rows, cols = np.nonzero(miss)
         counts = np.bincount(rows, minlength=chunk)
         pos = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
         idx.append((rows, pos, cols, int(counts.max(initial=0))))
         xm.append(xc[rows, cols])
-        if hi - lo < chunk:
-            tail = _aligned((chunk, d), 0.0)
-            tail[: hi - lo] = xc
     idx, xm = _pad_missing(idx, xm, chunk, d)
     safe = np.maximum(cnt, 1)
+    shift = np.asarray(shift, np.float64)
     if mean is None:
-        mean = (s1 / safe).astype(_dtype())
+        mean = (shift + s1 / safe).astype(_dtype())
     sq = float(np.sum(np.where(cnt > 0, s2 - s1 * s1 / safe, 0.0)))
     return _Data(src, None, idx, xm, tail, np.asarray(mean), n, chunk, sq, int(cnt.sum()), 0.0)
 
