@@ -180,7 +180,9 @@ def _scan_sparse(x, ivar, mask, chunk, mean):
             ok = ~miss & np.isfinite(xc)
             shift = (np.where(ok, xc, 0.0).sum(0, dtype=np.float64) / np.maximum(ok.sum(0), 1)).astype(_dtype())
         y1, y2, total = _moments(xc, miss, shift)
-        if not np.isfinite(total):  # the data hold NaN/inf: they are missing, and from here on a sanitised copy is used
+        # NaN/inf anywhere (also under the mask: the raw data enter the matmuls) are missing entries, and from
+        # here on a sanitised copy is used
+        if not (np.isfinite(total) and np.isfinite(xc.sum(dtype=np.float64))):
             if copy is None:
                 copy = src = _aligned((n, d))
                 copy[:hi] = x[:hi]
