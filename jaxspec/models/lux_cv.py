@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from jaxspec.data.containers import Labels, Spectra
 from jaxspec.models import lux
+from jaxspec.models._lux_predict import as_outputs, flux_weights_np
 
 __all__ = ["CVResult", "cross_validate", "fold_indices", "held_out_chi2", "latent_grid"]
 
@@ -181,19 +182,13 @@ def held_out_chi2(model: lux.LuxModel, labels: Labels, spectra: Spectra | Sequen
     """
     if not isinstance(labels, Labels):
         raise TypeError(f"labels: expected Labels, found {type(labels).__name__}")
-    items = _spectra_items(spectra, labels.n_stars)
+    flux, ivar, _ = as_outputs(spectra, labels.n_stars, model)
     std = model.label_scaler.transform(labels)
     a, b = np.asarray(model.params.A, np.float64), np.asarray(model.params.B, np.float64)
     z = np.asarray(z, np.float64)
     lab, lab_w = np.asarray(std.values, np.float64), np.asarray(std.ivar, np.float64)
-    flux = np.concatenate([np.asarray(s.flux, np.float64) for s in items], axis=1)
-    ivar = np.concatenate([np.asarray(s.ivar, np.float64) for s in items], axis=1)
-    if flux.shape[1] != b.shape[0]:
-        raise ValueError(
-            f"spectra: expected {b.shape[0]} pixels in all as the model was trained, found {flux.shape[1]}"
-        )
-    # 1/(sigma^2 + s^2) = ivar / (1 + ivar s^2), 0 where masked (as _lux_steps.flux_weights, in float64)
-    w = ivar / (1.0 + ivar * np.exp(2.0 * np.asarray(model.params.ln_s, np.float64)))
+    flux = np.asarray(flux, np.float64)
+    w = flux_weights_np(np.asarray(ivar, np.float64), model.params.ln_s)  # 1/(sigma^2 + s^2), 0 where masked
     label_chi2 = np.where(lab_w > 0, lab_w * np.square(lab - z @ a.T), 0.0).sum(axis=1)
     flux_chi2 = np.where(w > 0, w * np.square(flux - z @ b.T), 0.0).sum(axis=1)
     return label_chi2 + flux_chi2

@@ -52,6 +52,7 @@ from flax import nnx
 from jaxspec import io
 from jaxspec.data.containers import Labels, Spectra, default_float
 from jaxspec.models import _lux_steps, lux
+from jaxspec.models._lux_predict import as_outputs, check_labels, flux_weights_np
 from jaxspec.optim.latents import FitOptions, GaussianPrior, LatentFit, fit_latents
 from jaxspec.optim.train import fit, make_train_step
 
@@ -176,34 +177,6 @@ def _decoder(graphdef):
 # -- input checks ----------------------------------------------------------------------
 
 
-def _flux(spectra, model: lux.LuxModel, n: int | None, arg: str = "spectra"):
-    """Concatenate one or several ``Spectra`` (``None``: a missing output) along pixels: ``flux, ivar``."""
-    items = [spectra] if isinstance(spectra, Spectra) or spectra is None else list(spectra)
-    if len(items) != len(model.wavelengths) or all(s is None for s in items):
-        raise ValueError(f"{arg}: expected {len(model.wavelengths)} Spectra (one per output), found {spectra!r}")
-    n = next(s.n_stars for s in items if s is not None) if n is None else n
-    flux, ivar = [], []
-    for i, (s, want) in enumerate(zip(items, model.wavelengths, strict=True)):
-        if s is not None and not isinstance(s, Spectra):
-            raise TypeError(f"{arg}[{i}]: expected Spectra, found {type(s).__name__}")
-        if s is not None and (s.n_stars, s.n_pix) != (n, len(want)):
-            raise ValueError(f"{arg}[{i}]: expected shape ({n}, {len(want)}), found ({s.n_stars}, {s.n_pix})")
-        if s is not None and s.wavelength is not None and not np.allclose(s.wavelength, want, rtol=1e-7, atol=0):
-            raise ValueError(f"{arg}[{i}]: wavelength grid differs from the model's; resample onto it first")
-        flux.append(np.ones((n, len(want))) if s is None else s.flux)
-        ivar.append(np.zeros((n, len(want))) if s is None else s.ivar)
-    dtype = default_float()
-    return np.concatenate(flux, axis=1).astype(dtype), np.concatenate(ivar, axis=1).astype(dtype)
-
-
-def _select(labels, names: tuple) -> Labels:
-    if not isinstance(labels, Labels):
-        raise TypeError(f"labels: expected Labels, found {type(labels).__name__}")
-    if not set(names) <= set(labels.names):
-        raise ValueError(f"labels: expected names {list(names)}, found {list(labels.names)}")
-    return labels.select(names)
-
-
 def _check_hidden(hidden) -> tuple:
     ok = isinstance(hidden, Sequence) and len(hidden) > 0
     ok = ok and all(isinstance(h, int | np.integer) and not isinstance(h, bool) and h >= 1 for h in hidden)
@@ -272,11 +245,11 @@ def fit_mlp_output(
     hidden = _check_hidden(hidden)
     if isinstance(learning_rate, bool) or not (isinstance(learning_rate, numbers.Real) and 0 < learning_rate < np.inf):
         raise ValueError(f"learning_rate: expected a finite value > 0, found {learning_rate!r}")
-    labels = _select(labels, base.label_names)
+    labels = check_labels(labels, base)
     n = labels.n_stars
     if np.shape(lux_fit.z)[0] != n:
         raise ValueError(f"labels: expected {np.shape(lux_fit.z)[0]} stars as in lux_fit.z, found {n}")
-    flux, ivar = _flux(spectra, base, n)
+    flux, ivar, _ = as_outputs(spectra, n, base)
     dtype = default_float()
 
     if output == "labels":
@@ -286,7 +259,7 @@ def fit_mlp_output(
         skip = np.asarray(base.params.A, dtype)
     else:
         y = flux
-        w = np.asarray(_lux_steps.flux_weights(jnp.asarray(ivar), jnp.asarray(base.params.ln_s)), dtype)
+        w = flux_weights_np(ivar, base.params.ln_s).astype(dtype, copy=False)
         z = np.asarray(lux_fit.z, dtype)
         skip = np.asarray(base.params.B, dtype)
     center = z.mean(axis=0)
@@ -375,8 +348,8 @@ def infer_latents_mlp(
     if model.output == "labels":
         return lux.infer_latents(model.lux, spectra=spectra, omega=omega, covariance=covariance, progress=progress)
     z_lin = lux.infer_latents(model.lux, spectra=spectra, omega=omega, progress=False)
-    flux, ivar = _flux(spectra, model.lux, None)
-    w = np.asarray(_lux_steps.flux_weights(jnp.asarray(ivar), jnp.asarray(model.lux.params.ln_s)))
+    flux, ivar, _ = as_outputs(spectra, None, model.lux)
+    w = flux_weights_np(ivar, model.lux.params.ln_s)
     p = model.lux.n_latents
     prior = GaussianPrior.l2(_lux_steps.PRECISION_PER_OMEGA * omega, p) if omega > 0 else None
     params = (model.params, model.z_center, model.z_scale)
