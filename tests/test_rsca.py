@@ -133,6 +133,12 @@ def test_planted_chemistry_rsca_beats_raw_and_top_n():
     table = rsca.top_n_table(zp, zc, ids, n_dims=[1, 2, 8])
     assert table.n_dims.tolist() == [1, 2, 8] and table.per_cluster.shape == (3, 8)
     assert_allclose(table.rates[2], loo.rate, dtype=np.float64)
+    for j, n in enumerate([1, 2]):  # each prefix length equals the rate of that fold's first n dimensions
+        for i, c in enumerate(np.unique(ids)):
+            out = ids == c
+            m = rsca.fit_from_features(zp, zc[~out], ids[~out])
+            want = rsca.doppelganger_rate(rsca.embed(m, zp, n_dims=n), rsca.embed(m, zc[out], n_dims=n), ids[out])
+            assert_allclose(table.per_cluster[j, i], want.rate, dtype=np.float64)
     assert table.rates[1] <= table.rates[0] + 1e-12  # the second chemistry dim helps
     two = rsca.leave_one_cluster_out_rate(zp, zc, ids, n_dims=2)
     assert_allclose(two.rate, table.rates[1], dtype=np.float64)

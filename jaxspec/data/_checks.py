@@ -36,6 +36,26 @@ def as_2d(a: np.ndarray, name: str, axes: str) -> np.ndarray:
     return a
 
 
+def finite_2d(x: Any, name: str) -> np.ndarray:
+    """``x`` as a finite float64 ``(n_stars, n_features)`` array."""
+    a = real_array(x, name).astype(np.float64, copy=False)
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (n_stars, n_features), found shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name}: expected finite values, found {int(np.sum(~np.isfinite(a)))} NaN or inf")
+    return a
+
+
+def int_ids(ids: Any, n: int, name: str) -> np.ndarray:
+    """Integer group ids ``(n,)``, one per star (any integers; gaps allowed)."""
+    a = np.asarray(ids)
+    if a.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},), one id per star, found {a.shape}")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer ids, found dtype {a.dtype}")
+    return a
+
+
 def first_bad(where: np.ndarray, row0: int = 0) -> str:
     star, col = np.argwhere(where)[0]
     return f"first at star {row0 + star}, column {col}"

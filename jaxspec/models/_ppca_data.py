@@ -213,14 +213,16 @@ def _scan_sparse(x, ivar, mask, chunk, mean):
 def _pad_missing(entries, values, chunk, d):
     """Per chunk ``(chunk, m)`` index and value arrays, padded with pixel ``d`` (a zero row).
 
-    ``m`` is the largest count over all chunks, rounded up to 8, unless a
-    chunk needs less than half of it (then a power of two): one or a few
-    compiled shapes.
+    ``m`` is the largest count over all chunks, rounded up to 8; chunks that need less
+    than half of it share the largest count among themselves instead.  At most two
+    compiled shapes (a compilation costs more than most of the padded work it saves).
     """
-    top = 8 * max(1, -(-max(e[3] for e in entries) // 8))
+    most = [e[3] for e in entries]
+    top = 8 * max(1, -(-max(most) // 8))
+    small = 8 * max(1, -(-max([m for m in most if 2 * m < top], default=0) // 8))
     out_i, out_v = [], []
-    for (rows, pos, cols, most), vals in zip(entries, values, strict=True):
-        width = min(top, 1 << max(5, (most - 1).bit_length()))
+    for (rows, pos, cols, m), vals in zip(entries, values, strict=True):
+        width = small if 2 * m < top else top
         ic, vc = np.full((chunk, width), d, np.int32), np.zeros((chunk, width), _dtype())
         ic[rows, pos], vc[rows, pos] = cols, vals
         out_i.append(ic)

@@ -1,17 +1,9 @@
-r"""RSCA evaluation and its data-driven masks (de Mijolla & Ness 2021, sec. 4, apps. A-B).
+r"""RSCA evaluation: leave-one-cluster-out doppelganger rates, the top-N table (de Mijolla &
+Ness 2021, sec. 4 and Table 1) and the nuisance-hyperplane removal of Appendix B.
 
-Public names are re-exported by :mod:`jaxspec.models.rsca`; import them from there.
-
-Doppelganger rate of cluster ``c`` with members :math:`m` and field stars :math:`f`:
-
-.. math:: \mathrm{DR}_c = \frac{\#\{(m, f) \text{ matched}: d(m, f) < \mathrm{median}_{m < m'} d(m, m')\}}
-    {\#\{(m, f) \text{ matched}\}},
-
-"matched" meaning every nuisance differs by less than its tolerance (paper:
-:math:`|\Delta\mathrm{RV}| < 5` km/s, :math:`|\Delta A_K| < 0.05`).  The global rate is
-:math:`\sum_c n_c \mathrm{DR}_c / \sum_c n_c` over clusters with a defined rate
-(at least two members and one matched pair).  Leave-one-cluster-out refits steps 2-4
-without the scored cluster; the step-1 PPCA is held fixed (see
+Public names are re-exported by :mod:`jaxspec.models.rsca`; import them from there.  The
+rate itself is :func:`jaxspec.metrics.doppelganger_rate`.  Leave-one-cluster-out refits
+steps 2-4 without the scored cluster; the step-1 PPCA is held fixed (see
 :func:`leave_one_cluster_out_rate`).
 """
 
@@ -21,27 +13,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxspec.models import ppca
-from jaxspec.models.rsca import (
-    RSCAMetric,
-    _as_features,
-    _as_ids,
-    _flux_and_mask,
-    fit_from_features,
-)
-
-_CHUNK = 4096  # field stars per distance block: chunk * n_members * K float64
-
-
-class DoppelgangerResult(NamedTuple):
-    """rate : global (size-weighted) rate; per_cluster : ``(C,)`` (NaN where undefined);
-    sizes : ``(C,)`` members; clusters : ``(C,)`` ids (sorted); n_pairs : ``(C,)`` matched pairs."""
-
-    rate: float
-    per_cluster: np.ndarray
-    sizes: np.ndarray
-    clusters: np.ndarray
-    n_pairs: np.ndarray
+from jaxspec.data._checks import finite_2d, int_ids
+from jaxspec.metrics import DoppelgangerResult, check_nuisances, doppelganger_counts, summarise_doppelgangers
+from jaxspec.models._rsca_metric import RSCAMetric, fit_from_features
 
 
 class TopNTable(NamedTuple):
@@ -50,16 +24,6 @@ class TopNTable(NamedTuple):
     n_dims: np.ndarray
     rates: np.ndarray
     per_cluster: np.ndarray
-
-
-class InterstellarMask(NamedTuple):
-    """mask : bool ``(D,)`` (True = censor); residual : ``(D,)`` mean residual of the
-    high-extinction stars (NaN where none is observed); n_low, n_high : stars used."""
-
-    mask: np.ndarray
-    residual: np.ndarray
-    n_low: int
-    n_high: int
 
 
 class NuisanceRemoval(NamedTuple):
@@ -72,100 +36,15 @@ class NuisanceRemoval(NamedTuple):
     directions: np.ndarray
 
 
-def _nuisances(nf, nc, tol, n_field, n_clust):
-    given = [a is not None for a in (nf, nc, tol)]
-    if not any(given):
-        return None, None, None
-    if not all(given):
-        raise ValueError("nuisance_field, nuisance_clusters, tolerances: give all three or none")
-    nf = np.asarray(nf, dtype=np.float64).reshape(n_field, -1)
-    nc = np.asarray(nc, dtype=np.float64).reshape(n_clust, -1)
-    tol = np.atleast_1d(np.asarray(tol, dtype=np.float64))
-    if nf.shape[1] != nc.shape[1] or tol.shape != (nf.shape[1],):
-        raise ValueError(
-            f"tolerances: expected one per nuisance column ({nf.shape[1]} field, {nc.shape[1]} cluster), "
-            f"found shape {tol.shape}"
-        )
-    if not (np.all(np.isfinite(nf)) and np.all(np.isfinite(nc)) and np.all(tol > 0)):
-        raise ValueError("nuisance_field, nuisance_clusters, tolerances: expected finite values and tolerances > 0")
-    return nf, nc, tol
-
-
-def _counts(field, members, nf, nm, tol, ns):
-    """For each prefix length n in ``ns``: matched pairs closer than the members' median distance."""
-    m = members.shape[0]
-    iu = np.triu_indices(m, 1)
-    intra = np.sqrt(np.cumsum((members[:, None] - members[None]) ** 2, axis=-1)[iu][:, ns - 1])
-    med = np.median(intra, axis=0)
-    hits, n_pairs = np.zeros(len(ns), np.int64), 0
-    for a in range(0, field.shape[0], _CHUNK):
-        diff = field[a : a + _CHUNK, None, :] - members[None]
-        d = np.sqrt(np.cumsum(diff**2, axis=-1)[..., ns - 1])
-        ok = np.ones(d.shape[:2], bool)
-        if nf is not None:
-            ok = np.all(np.abs(nf[a : a + _CHUNK, None, :] - nm[None]) < tol, axis=-1)
-        hits += np.sum((d < med) & ok[..., None], axis=(0, 1))
-        n_pairs += int(ok.sum())
-    return hits, n_pairs
-
-
-def _summarise(hits, n_pairs, sizes, clusters) -> DoppelgangerResult:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per = np.where((n_pairs > 0) & (sizes > 1), hits / np.maximum(n_pairs, 1), np.nan)
-    ok = np.isfinite(per)
-    rate = float(np.sum(sizes[ok] * per[ok]) / np.sum(sizes[ok])) if ok.any() else float("nan")
-    return DoppelgangerResult(rate, per, sizes, clusters, n_pairs)
-
-
-def doppelganger_rate(
-    emb_field, emb_clusters, cluster_ids, *, nuisance_field=None, nuisance_clusters=None, tolerances=None
-) -> DoppelgangerResult:
-    r"""Doppelganger rate in a fixed embedding (module docstring for the definition).
-
-    Parameters
-    ----------
-    emb_field : ``(N_pop, K)``; emb_clusters : ``(N_clust, K)``
-        Field and cluster stars in the studied representation (Euclidean distance).
-    cluster_ids : int ``(N_clust,)``
-    nuisance_field : ``(N_pop, Q)`` or ``(N_pop,)``; nuisance_clusters : ``(N_clust, Q)``; tolerances : ``(Q,)``
-        Pairs count only when ``|nuisance_f - nuisance_m| < tolerances`` for every column.
-
-    Returns
-    -------
-    DoppelgangerResult
-        Strict ``<`` the median intra-cluster distance; singletons get NaN.
-    """
-    f = _as_features(emb_field, "emb_field")
-    c = _as_features(emb_clusters, "emb_clusters")
-    if c.shape[1] != f.shape[1]:
-        raise ValueError(f"emb_clusters: expected {f.shape[1]} dimensions like emb_field, found {c.shape[1]}")
-    ids = _as_ids(cluster_ids, c.shape[0])
-    nf, nc, tol = _nuisances(nuisance_field, nuisance_clusters, tolerances, f.shape[0], c.shape[0])
-    clusters = np.unique(ids)
-    hits, pairs, sizes = [], [], []
-    ns = np.array([f.shape[1]])
-    for cl in clusters:
-        rows = ids == cl
-        sizes.append(int(rows.sum()))
-        h, p = (
-            (np.zeros(1, np.int64), 0)
-            if rows.sum() < 2
-            else _counts(f, c[rows], nf, None if nc is None else nc[rows], tol, ns)
-        )
-        hits.append(h[0])
-        pairs.append(p)
-    return _summarise(np.array(hits), np.array(pairs), np.array(sizes), clusters)
-
-
 def _loo(field_feats, cluster_feats, cluster_ids, nuis, ns_req):
-    zp = _as_features(field_feats, "field_feats")
-    zc = _as_features(cluster_feats, "cluster_feats")
-    ids = _as_ids(cluster_ids, zc.shape[0])
+    zp = finite_2d(field_feats, "field_feats")
+    zc = finite_2d(cluster_feats, "cluster_feats")
+    ids = int_ids(cluster_ids, zc.shape[0], "cluster_ids")
     k = zp.shape[1]
     ns = np.array([k] if ns_req is None else ns_req, dtype=np.int64).reshape(-1)
     if ns.size == 0 or ns.min() < 1 or ns.max() > k:
         raise ValueError(f"n_dims: expected values in 1..{k}, found {ns.tolist()}")
-    nf, nc, tol = _nuisances(*nuis, zp.shape[0], zc.shape[0])
+    nf, nc, tol = check_nuisances(*nuis, zp.shape[0], zc.shape[0])
     clusters = np.unique(ids)
     hits = np.zeros((len(clusters), len(ns)), np.int64)
     pairs, sizes = np.zeros(len(clusters), np.int64), np.zeros(len(clusters), np.int64)
@@ -177,10 +56,10 @@ def _loo(field_feats, cluster_feats, cluster_ids, nuis, ns_req):
         metric = fit_from_features(zp, zc[~rows], ids[~rows])
         cols = metric.order
         a = metric.matrix[:, cols]
-        hits[i], pairs[i] = _counts(
+        hits[i], pairs[i] = doppelganger_counts(
             (zp - metric.mean) @ a, (zc[rows] - metric.mean) @ a, nf, None if nc is None else nc[rows], tol, ns
         )
-    return ns, [_summarise(hits[:, j], pairs, sizes, clusters) for j in range(len(ns))]
+    return ns, [summarise_doppelgangers(hits[:, j], pairs, sizes, clusters) for j in range(len(ns))]
 
 
 def leave_one_cluster_out_rate(
@@ -241,47 +120,6 @@ def top_n_table(
     return TopNTable(ns, np.array([r.rate for r in res]), np.stack([r.per_cluster for r in res]))
 
 
-def interstellar_mask(
-    spectra, a_k, *, key, low: float = 0.005, high: float = 0.5, n_components: int = 30, threshold: float = 0.01
-) -> InterstellarMask:
-    r"""Data-driven interstellar-band mask (paper Appendix A).
-
-    PPCA with ``n_components`` on stars with :math:`A_K <` ``low``; every star with
-    :math:`A_K >` ``high`` is projected (posterior mean on its observed pixels) and
-    reconstructed, :math:`\hat x = \mu + W E[z]`; the per-pixel mean of
-    :math:`x - \hat x` over high-extinction stars observing that pixel is the residual,
-    and pixels with residual ``< -threshold`` (absorption) are masked.  The paper
-    then picks the regions by eye; this returns the pixels.
-
-    Parameters
-    ----------
-    spectra : Spectra or array ``(N, D)`` (NaN / ``ivar == 0`` = missing)
-    a_k : ``(N,)`` extinction, mag
-    key : jax.random key for the PPCA
-    low, high : float; n_components : int; threshold : float > 0
-    """
-    flux, miss = _flux_and_mask(spectra, None, None, "spectra")
-    a_k = np.asarray(a_k, dtype=np.float64)
-    if a_k.shape != (flux.shape[0],):
-        raise ValueError(f"a_k: expected shape ({flux.shape[0]},), found {a_k.shape}")
-    if not (low < high and threshold > 0):
-        raise ValueError(
-            f"low, high, threshold: expected low < high and threshold > 0, found {low}, {high}, {threshold}"
-        )
-    lo, hi = a_k < low, a_k > high
-    if lo.sum() <= n_components or hi.sum() == 0:
-        raise ValueError(
-            f"a_k: need more than {n_components} stars below low and one above high, found {lo.sum()}, {hi.sum()}"
-        )
-    res = ppca.fit_ppca(flux[lo], n_components, mask=miss[lo], key=key, progress=False)
-    z = ppca.transform(res, flux[hi], mask=miss[hi])
-    r = np.where(miss[hi], 0.0, flux[hi] - (res.mean + np.asarray(z) @ np.asarray(res.loadings).T))
-    n_obs = np.sum(~miss[hi], axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        resid = np.where(n_obs > 0, r.sum(axis=0) / n_obs, np.nan)
-    return InterstellarMask(np.nan_to_num(resid, nan=0.0) < -threshold, resid, int(lo.sum()), int(hi.sum()))
-
-
 def remove_nuisance_hyperplane(features, groups, *, n_dims: int) -> NuisanceRemoval:
     r"""Remove a nuisance hyperplane learned from groups of stars (paper Appendix B).
 
@@ -302,8 +140,8 @@ def remove_nuisance_hyperplane(features, groups, *, n_dims: int) -> NuisanceRemo
     n_dims : int
         Dimension of the removed hyperplane, ``1 <= n_dims < K``.
     """
-    x = _as_features(features, "features")
-    g = _as_ids(groups, x.shape[0], "groups")
+    x = finite_2d(features, "features")
+    g = int_ids(groups, x.shape[0], "groups")
     k = x.shape[1]
     if not 1 <= int(n_dims) < k:
         raise ValueError(f"n_dims: expected 1 <= n_dims < {k}, found {n_dims}")

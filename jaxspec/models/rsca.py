@@ -26,9 +26,9 @@ composed map :math:`y = (z - \bar z_\mathrm{pop})\,A`,
 :math:`A = E \Lambda^{-1/2} R\,\mathrm{diag}(1/\alpha)`, is stored in
 :class:`RSCAMetric`.  Evaluation (doppelganger rate with leave-one-cluster-out,
 the top-N table, the interstellar mask, Appendix B's nuisance-hyperplane
-removal) lives in :mod:`jaxspec.models._rsca_eval` and is re-exported here.
-The doppelganger rate belongs with :mod:`jaxspec.metrics` in the architecture;
-it is defined here until it moves.
+removal) lives in :mod:`jaxspec.models._rsca_eval`, steps 2-4 in
+:mod:`jaxspec.models._rsca_metric`, the doppelganger rate in :mod:`jaxspec.metrics`;
+all are re-exported here.
 """
 
 from __future__ import annotations
@@ -40,7 +40,16 @@ import numpy as np
 
 from jaxspec import io
 from jaxspec.data.containers import Spectra
+from jaxspec.metrics import DoppelgangerResult, doppelganger_rate
 from jaxspec.models import ppca
+from jaxspec.models._rsca_eval import (
+    NuisanceRemoval,
+    TopNTable,
+    leave_one_cluster_out_rate,
+    remove_nuisance_hyperplane,
+    top_n_table,
+)
+from jaxspec.models._rsca_metric import RSCAMetric, embed, fit_from_features, pooled_sigma, scale_factor
 
 __all__ = [
     "DoppelgangerResult",
@@ -62,37 +71,6 @@ __all__ = [
     "top_n_table",
     "transform",
 ]
-
-MAD_TO_SIGMA = 1.4826  # 1 / Phi^{-1}(3/4): MAD of a Gaussian times this is its sigma
-SIGMA_CLIP = 1e-6  # sigma_clust is clipped to [SIGMA_CLIP, 1 - SIGMA_CLIP]
-
-
-@io.register()
-class RSCAMetric(NamedTuple):
-    r"""Steps 2-4 of RSCA as arrays (float64).
-
-    mean : ``(K,)`` field mean of the features; sphere : ``(K, K)``
-    :math:`E \Lambda^{-1/2}`; rotation : ``(K, K)`` ``R`` (orthogonal, columns sorted by
-    decreasing within-cluster variance); sigma_clust : ``(K,)`` pooled within-cluster
-    spread :math:`\sigma_k` per output dimension (after clipping); scale : ``(K,)``
-    :math:`\alpha_k`.  The embedding is ``(x - mean) @ sphere @ rotation / scale``.
-    """
-
-    mean: np.ndarray
-    sphere: np.ndarray
-    rotation: np.ndarray
-    sigma_clust: np.ndarray
-    scale: np.ndarray
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """The composed ``(K, K)`` map ``A``: ``y = (x - mean) @ A``."""
-        return self.sphere @ self.rotation / self.scale[None, :]
-
-    @property
-    def order(self) -> np.ndarray:
-        """Output dimensions from most to least discriminating (ascending ``sigma_clust``)."""
-        return np.argsort(self.sigma_clust, kind="stable")
 
 
 @io.register("rsca")
@@ -124,6 +102,16 @@ class RSCAModel:
     pixel_mask: np.ndarray
 
 
+class InterstellarMask(NamedTuple):
+    """mask : bool ``(D,)`` (True = censor); residual : ``(D,)`` mean residual of the
+    high-extinction stars (NaN where none is observed); n_low, n_high : stars used."""
+
+    mask: np.ndarray
+    residual: np.ndarray
+    n_low: int
+    n_high: int
+
+
 class RSCAFit(NamedTuple):
     """Result of :func:`fit`: the model, the step-1 latents of the field ``(N_pop, K)`` and
     of the clusters ``(N_clust, K)`` (for :func:`fit_from_features` and
@@ -135,111 +123,6 @@ class RSCAFit(NamedTuple):
     cluster_feats: np.ndarray
     log_likelihood: np.ndarray
     converged: bool
-
-
-def _as_features(x, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n_stars, n_features), found shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name}: found {int(np.sum(~np.isfinite(x)))} non-finite values")
-    return x
-
-
-def _as_ids(ids, n: int, name: str = "cluster_ids") -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.shape != (n,):
-        raise ValueError(f"{name}: expected shape ({n},), one id per cluster star, found {ids.shape}")
-    if ids.dtype.kind not in "iu":
-        raise TypeError(f"{name}: expected integer ids, found dtype {ids.dtype}")
-    return ids
-
-
-def _within_cluster(feats: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Members minus their own cluster mean, clusters with >1 member only, and those clusters' rows."""
-    groups = [np.flatnonzero(ids == c) for c in np.unique(ids)]
-    groups = [g for g in groups if g.size > 1]
-    if not groups:
-        raise ValueError("cluster_ids: need at least one cluster with more than one member")
-    centred = np.concatenate([feats[g] - feats[g].mean(axis=0) for g in groups])
-    return centred, groups
-
-
-def pooled_sigma(r: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
-    r"""Pooled robust within-cluster spread per column, before clipping.
-
-    .. math:: \sigma_k^2 = \frac{\sum_c (n_c - 1)\,(1.4826\,\mathrm{median}_i |r_{ik} -
-       \mathrm{median}_i r_{ik}|)^2}{\sum_c (n_c - 1)}
-
-    r : ``(N, K)`` features; groups : row indices of each cluster (``n_c > 1``).
-    """
-    num = np.zeros(r.shape[1])
-    for g in groups:
-        x = r[g]
-        mad = np.median(np.abs(x - np.median(x, axis=0)), axis=0)
-        num += (g.size - 1) * (MAD_TO_SIGMA * mad) ** 2
-    return np.sqrt(num / sum(g.size - 1 for g in groups))
-
-
-def scale_factor(sigma_clust, sigma_pop: float = 1.0) -> np.ndarray:
-    r""":math:`\alpha = \sigma_c \sigma_p / \sqrt{\sigma_p^2 - \sigma_c^2}` (paper eq. 4)."""
-    sigma_clust = np.asarray(sigma_clust, dtype=np.float64)
-    return sigma_clust * sigma_pop / np.sqrt(sigma_pop**2 - sigma_clust**2)
-
-
-def fit_from_features(field_feats, cluster_feats, cluster_ids) -> RSCAMetric:
-    r"""Fit steps 2-4 (sphere, reparametrise, rescale) on features.
-
-    Parameters
-    ----------
-    field_feats : ``(N_pop, K)``
-        Field features (PPCA latents, or abundance labels for the baseline).
-    cluster_feats : ``(N_clust, K)``
-        Cluster members in the same feature space.
-    cluster_ids : int ``(N_clust,)``
-        Cluster of each member; clusters with one member do not inform steps 3-4.
-
-    Returns
-    -------
-    RSCAMetric
-        ``embed(metric, field_feats)`` has identity covariance (``ddof=1``) and the
-        cluster-centred members a diagonal one.
-    """
-    zp = _as_features(field_feats, "field_feats")
-    zc = _as_features(cluster_feats, "cluster_feats")
-    k = zp.shape[1]
-    if zc.shape[1] != k:
-        raise ValueError(f"cluster_feats: expected {k} features like field_feats, found {zc.shape[1]}")
-    if zp.shape[0] <= k:
-        raise ValueError(f"field_feats: need more stars than features ({k}) to sphere, found {zp.shape[0]}")
-    ids = _as_ids(cluster_ids, zc.shape[0])
-    mean = zp.mean(axis=0)
-    lam, vec = np.linalg.eigh(np.cov(zp, rowvar=False).reshape(k, k))
-    if not lam[0] > 1e-12 * max(lam[-1], 0.0):
-        raise ValueError(f"field_feats: the field covariance is singular (eigenvalues {lam[0]:.3g} .. {lam[-1]:.3g})")
-    lam, vec = lam[::-1], vec[:, ::-1]
-    sphere = vec / np.sqrt(lam)[None, :]
-    centred, groups = _within_cluster((zc - mean) @ sphere, ids)
-    _, rot = np.linalg.eigh(centred.T @ centred / max(centred.shape[0] - len(groups), 1))
-    rot = rot[:, ::-1]
-    rot = rot * np.where(rot[np.argmax(np.abs(rot), axis=0), np.arange(k)] < 0, -1.0, 1.0)  # fixed signs
-    sigma = np.clip(pooled_sigma((zc - mean) @ sphere @ rot, groups), SIGMA_CLIP, 1.0 - SIGMA_CLIP)
-    return RSCAMetric(mean, sphere, rot, sigma, scale_factor(sigma))
-
-
-def embed(metric: RSCAMetric, feats, n_dims: int | None = None) -> np.ndarray:
-    """Features ``(N, K)`` -> metric space ``(N, K)``, or the ``n_dims`` most discriminating dims (sorted)."""
-    if not isinstance(metric, RSCAMetric):
-        raise TypeError(f"metric: expected an RSCAMetric, found {type(metric).__name__}")
-    x = _as_features(feats, "feats")
-    if x.shape[1] != metric.mean.shape[0]:
-        raise ValueError(f"feats: expected {metric.mean.shape[0]} features, found {x.shape[1]}")
-    y = (x - metric.mean) @ metric.matrix
-    if n_dims is None:
-        return y
-    if not 1 <= int(n_dims) <= y.shape[1]:
-        raise ValueError(f"n_dims: expected 1 <= n_dims <= {y.shape[1]}, found {n_dims}")
-    return y[:, metric.order[: int(n_dims)]]
 
 
 def _flux_and_mask(spectra, max_err, pixel_mask, name):
@@ -346,14 +229,42 @@ def transform(model: RSCAModel, spectra, n_dims: int | None = None) -> np.ndarra
     return embed(model.metric, _latents(model, spectra, "spectra"), n_dims)
 
 
-from jaxspec.models._rsca_eval import (  # noqa: E402  (re-exported; it imports the above)
-    DoppelgangerResult,
-    InterstellarMask,
-    NuisanceRemoval,
-    TopNTable,
-    doppelganger_rate,
-    interstellar_mask,
-    leave_one_cluster_out_rate,
-    remove_nuisance_hyperplane,
-    top_n_table,
-)
+def interstellar_mask(
+    spectra, a_k, *, key, low: float = 0.005, high: float = 0.5, n_components: int = 30, threshold: float = 0.01
+) -> InterstellarMask:
+    r"""Data-driven interstellar-band mask (paper Appendix A).
+
+    PPCA with ``n_components`` on stars with :math:`A_K <` ``low``; every star with
+    :math:`A_K >` ``high`` is projected (posterior mean on its observed pixels) and
+    reconstructed, :math:`\hat x = \mu + W E[z]`; the per-pixel mean of
+    :math:`x - \hat x` over high-extinction stars observing that pixel is the residual,
+    and pixels with residual ``< -threshold`` (absorption) are masked.  The paper
+    then picks the regions by eye; this returns the pixels.
+
+    Parameters
+    ----------
+    spectra : Spectra or array ``(N, D)`` (NaN / ``ivar == 0`` = missing)
+    a_k : ``(N,)`` extinction, mag
+    key : jax.random key for the PPCA
+    low, high : float; n_components : int; threshold : float > 0
+    """
+    flux, miss = _flux_and_mask(spectra, None, None, "spectra")
+    a_k = np.asarray(a_k, dtype=np.float64)
+    if a_k.shape != (flux.shape[0],):
+        raise ValueError(f"a_k: expected shape ({flux.shape[0]},), found {a_k.shape}")
+    if not (low < high and threshold > 0):
+        raise ValueError(
+            f"low, high, threshold: expected low < high and threshold > 0, found {low}, {high}, {threshold}"
+        )
+    lo, hi = a_k < low, a_k > high
+    if lo.sum() <= n_components or hi.sum() == 0:
+        raise ValueError(
+            f"a_k: need more than {n_components} stars below low and one above high, found {lo.sum()}, {hi.sum()}"
+        )
+    res = ppca.fit_ppca(flux[lo], n_components, mask=miss[lo], key=key, progress=False)
+    z = ppca.transform(res, flux[hi], mask=miss[hi])
+    r = np.where(miss[hi], 0.0, flux[hi] - (res.mean + np.asarray(z) @ np.asarray(res.loadings).T))
+    n_obs = np.sum(~miss[hi], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        resid = np.where(n_obs > 0, r.sum(axis=0) / n_obs, np.nan)
+    return InterstellarMask(np.nan_to_num(resid, nan=0.0) < -threshold, resid, int(lo.sum()), int(hi.sum()))

@@ -1,0 +1,131 @@
+r"""RSCA steps 2-4 on features: sphere, reparametrise, rescale (de Mijolla & Ness 2021, sec. 3).
+
+Public names are re-exported by :mod:`jaxspec.models.rsca`; import them from there.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxspec import io
+from jaxspec.data._checks import finite_2d, int_ids
+
+MAD_TO_SIGMA = 1.4826  # 1 / Phi^{-1}(3/4): MAD of a Gaussian times this is its sigma
+SIGMA_CLIP = 1e-6  # sigma_clust is clipped to [SIGMA_CLIP, 1 - SIGMA_CLIP]
+
+
+@io.register()
+class RSCAMetric(NamedTuple):
+    r"""Steps 2-4 of RSCA as arrays (float64).
+
+    mean : ``(K,)`` field mean of the features; sphere : ``(K, K)``
+    :math:`E \Lambda^{-1/2}`; rotation : ``(K, K)`` ``R`` (orthogonal, columns sorted by
+    decreasing within-cluster variance); sigma_clust : ``(K,)`` pooled within-cluster
+    spread :math:`\sigma_k` per output dimension (after clipping); scale : ``(K,)``
+    :math:`\alpha_k`.  The embedding is ``(x - mean) @ sphere @ rotation / scale``.
+    """
+
+    mean: np.ndarray
+    sphere: np.ndarray
+    rotation: np.ndarray
+    sigma_clust: np.ndarray
+    scale: np.ndarray
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The composed ``(K, K)`` map ``A``: ``y = (x - mean) @ A``."""
+        return self.sphere @ self.rotation / self.scale[None, :]
+
+    @property
+    def order(self) -> np.ndarray:
+        """Output dimensions from most to least discriminating (ascending ``sigma_clust``)."""
+        return np.argsort(self.sigma_clust, kind="stable")
+
+
+def _within_cluster(feats: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Members minus their own cluster mean, clusters with >1 member only, and those clusters' rows."""
+    groups = [np.flatnonzero(ids == c) for c in np.unique(ids)]
+    groups = [g for g in groups if g.size > 1]
+    if not groups:
+        raise ValueError("cluster_ids: need at least one cluster with more than one member")
+    centred = np.concatenate([feats[g] - feats[g].mean(axis=0) for g in groups])
+    return centred, groups
+
+
+def pooled_sigma(r: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    r"""Pooled robust within-cluster spread per column, before clipping.
+
+    .. math:: \sigma_k^2 = \frac{\sum_c (n_c - 1)\,(1.4826\,\mathrm{median}_i |r_{ik} -
+       \mathrm{median}_i r_{ik}|)^2}{\sum_c (n_c - 1)}
+
+    r : ``(N, K)`` features; groups : row indices of each cluster (``n_c > 1``).
+    """
+    num = np.zeros(r.shape[1])
+    for g in groups:
+        x = r[g]
+        mad = np.median(np.abs(x - np.median(x, axis=0)), axis=0)
+        num += (g.size - 1) * (MAD_TO_SIGMA * mad) ** 2
+    return np.sqrt(num / sum(g.size - 1 for g in groups))
+
+
+def scale_factor(sigma_clust, sigma_pop: float = 1.0) -> np.ndarray:
+    r""":math:`\alpha = \sigma_c \sigma_p / \sqrt{\sigma_p^2 - \sigma_c^2}` (paper eq. 4)."""
+    sigma_clust = np.asarray(sigma_clust, dtype=np.float64)
+    return sigma_clust * sigma_pop / np.sqrt(sigma_pop**2 - sigma_clust**2)
+
+
+def fit_from_features(field_feats, cluster_feats, cluster_ids) -> RSCAMetric:
+    r"""Fit steps 2-4 (sphere, reparametrise, rescale) on features.
+
+    Parameters
+    ----------
+    field_feats : ``(N_pop, K)``
+        Field features (PPCA latents, or abundance labels for the baseline).
+    cluster_feats : ``(N_clust, K)``
+        Cluster members in the same feature space.
+    cluster_ids : int ``(N_clust,)``
+        Cluster of each member; clusters with one member do not inform steps 3-4.
+
+    Returns
+    -------
+    RSCAMetric
+        ``embed(metric, field_feats)`` has identity covariance (``ddof=1``) and the
+        cluster-centred members a diagonal one.
+    """
+    zp = finite_2d(field_feats, "field_feats")
+    zc = finite_2d(cluster_feats, "cluster_feats")
+    k = zp.shape[1]
+    if zc.shape[1] != k:
+        raise ValueError(f"cluster_feats: expected {k} features like field_feats, found {zc.shape[1]}")
+    if zp.shape[0] <= k:
+        raise ValueError(f"field_feats: need more stars than features ({k}) to sphere, found {zp.shape[0]}")
+    ids = int_ids(cluster_ids, zc.shape[0], "cluster_ids")
+    mean = zp.mean(axis=0)
+    lam, vec = np.linalg.eigh(np.cov(zp, rowvar=False).reshape(k, k))
+    if not lam[0] > 1e-12 * max(lam[-1], 0.0):
+        raise ValueError(f"field_feats: the field covariance is singular (eigenvalues {lam[0]:.3g} .. {lam[-1]:.3g})")
+    lam, vec = lam[::-1], vec[:, ::-1]
+    sphere = vec / np.sqrt(lam)[None, :]
+    centred, groups = _within_cluster((zc - mean) @ sphere, ids)
+    _, rot = np.linalg.eigh(centred.T @ centred / max(centred.shape[0] - len(groups), 1))
+    rot = rot[:, ::-1]
+    rot = rot * np.where(rot[np.argmax(np.abs(rot), axis=0), np.arange(k)] < 0, -1.0, 1.0)  # fixed signs
+    sigma = np.clip(pooled_sigma((zc - mean) @ sphere @ rot, groups), SIGMA_CLIP, 1.0 - SIGMA_CLIP)
+    return RSCAMetric(mean, sphere, rot, sigma, scale_factor(sigma))
+
+
+def embed(metric: RSCAMetric, feats, n_dims: int | None = None) -> np.ndarray:
+    """Features ``(N, K)`` -> metric space ``(N, K)``, or the ``n_dims`` most discriminating dims (sorted)."""
+    if not isinstance(metric, RSCAMetric):
+        raise TypeError(f"metric: expected an RSCAMetric, found {type(metric).__name__}")
+    x = finite_2d(feats, "feats")
+    if x.shape[1] != metric.mean.shape[0]:
+        raise ValueError(f"feats: expected {metric.mean.shape[0]} features, found {x.shape[1]}")
+    y = (x - metric.mean) @ metric.matrix
+    if n_dims is None:
+        return y
+    if not 1 <= int(n_dims) <= y.shape[1]:
+        raise ValueError(f"n_dims: expected 1 <= n_dims <= {y.shape[1]}, found {n_dims}")
+    return y[:, metric.order[: int(n_dims)]]
