@@ -43,7 +43,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxspec._bench import machine_info
+from jaxspec._bench import write_record
 from jaxspec.models.ppca import fit_ppca
 
 HERE = Path(__file__).resolve().parent
@@ -187,14 +187,8 @@ def main(argv=None):
         args.n_stars = 151_145 if args.full_survey else 20_000
     name = "ppca_full_survey" if args.full_survey else "ppca_vs_pyppca"
     record = full_survey(args) if args.full_survey else compare(args)
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "benchmark": name, **record}
     record.update(n_pix=N_PIX, n_components=RANK, missing=MISSING, tol=args.tol, chunk_size=args.chunk_size)
-    record["machine"] = machine_info()
-    print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=1))
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-    return record
+    return write_record(name, record, args.out)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,17 @@ def time_benchmark(name: str, factory: Callable[[], Callable[[], object]], *, re
     }
 
 
+def write_record(name: str, result: dict, out: str | os.PathLike | None) -> dict:
+    """Stamp ``result`` with the time, ``name`` and :func:`machine_info`, print it (without the
+    machine) and append it as one JSON line to ``out`` (nothing written when ``out`` is empty)."""
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "benchmark": name, **result, "machine": machine_info()}
+    print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=1))
+    if out:
+        with open(out, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+    return record
+
+
 def discover(folder: str | os.PathLike) -> dict[str, Callable]:
     """All ``BENCHMARKS`` of the ``bench_*.py`` files in ``folder``."""
     folder = Path(folder)

@@ -11,6 +11,7 @@ become 0 there); the missing entries of each chunk are listed as padded
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import jax
@@ -20,6 +21,8 @@ import numpy as np
 from jaxspec.data.containers import Spectra
 
 _DENSE_FRACTION = 0.1  # above this fraction of missing entries the dense per-star layout is used
+_SCAN_THREADS = 2  # threads scanning the data (numpy releases the GIL)
+_BLOCKS = 4  # blocks of stars per chunk, sorted by missing count, each padded to its own width
 
 
 class _Data(NamedTuple):
@@ -27,8 +30,8 @@ class _Data(NamedTuple):
 
     src: np.ndarray  # sparse: the data as given (aligned, finite); dense: w * (x - mean), 0 where missing
     w: np.ndarray | None  # dense: (n_pad, D) weights; sparse: None
-    idx: list  # sparse: per chunk (chunk, m) int32 missing pixels, padded with D
-    xm: list  # sparse: per chunk (chunk, m) data values at those pixels (0 for padding)
+    idx: list  # sparse: per chunk (perm, *blocks): star order, then (b, m_j) int32 missing pixels padded with D
+    xm: list  # sparse: per chunk the (b, m_j) data values at those pixels (0 for padding)
     tail: np.ndarray | None  # sparse: the last, partial chunk padded with zero rows
     mean: np.ndarray
     n: int
@@ -155,52 +158,82 @@ def _nonzero(miss):
     return np.divmod(np.flatnonzero(miss), miss.shape[1])
 
 
+def _scan_chunk(x, src, ivar, mask, lo, chunk, shift, copy):
+    """Missing entries, moments and missing values of rows ``lo:lo+chunk`` (run in worker threads).
+
+    Non-finite values become missing entries; they are zeroed in ``copy`` when there is
+    one, otherwise the sanitised rows are returned in ``fixed`` (the caller then copies).
+    """
+    n, d = x.shape
+    hi = min(lo + chunk, n)
+    miss = _flags(ivar, mask, lo, hi, d)
+    if copy is not None:
+        copy[lo:hi] = x[lo:hi]
+    xc = src[lo:hi]
+    bad = ~np.isfinite(xc)
+    fixed = None
+    if bad.any():
+        miss |= bad
+        if copy is not None:
+            xc[bad] = 0.0
+        else:
+            xc = fixed = np.where(bad, 0.0, xc).astype(_dtype())
+    rows, cols = _nonzero(miss)
+    tail = None
+    if hi - lo < chunk:  # the last, partial chunk: padded with zero rows (missing for the moments)
+        tail = _aligned((chunk, d), 0.0)
+        tail[: hi - lo] = xc
+        xc, miss = tail, np.concatenate([miss, np.ones((chunk - hi + lo, d), bool)])
+    y1, y2, _ = _moments(xc, miss, shift)
+    counts = np.bincount(rows, minlength=chunk)
+    pos = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    observed = (hi - lo) - np.bincount(cols, minlength=d)
+    return y1, y2, observed, (rows, pos, cols, int(counts.max(initial=0))), xc[rows, cols], tail, fixed
+
+
 def _scan_sparse(x, ivar, mask, chunk, mean):
     """One pass: missing-entry indices and values, mean and residual sum of squares; None if too much is missing.
 
-    Column sums run on the data shifted by the first chunk's mean (float32 sums stay accurate);
-    non-finite data are found there and turned into missing entries of a sanitised copy.
+    Chunks are scanned by two threads (numpy releases the GIL).  Column sums run on the
+    data shifted by the first chunk's mean (float32 sums stay accurate); non-finite data
+    are found there and turned into missing entries of a sanitised copy, made up front
+    when the first chunk has any.
     """
     n, d = x.shape
     src, copy = _zero_copy(x), None
-    if src is None:
+    first = np.asarray(x[: min(chunk, n)], dtype=_dtype())
+    finite = np.isfinite(first)
+    if src is None or not finite.all():
         copy = src = _aligned((n, d))
-    s1, s2, cnt, idx, xm, tail, shift = np.zeros(d), np.zeros(d), np.zeros(d, np.int64), [], [], None, None
-    for lo in range(0, n, chunk):
-        hi = min(lo + chunk, n)
-        miss = _flags(ivar, mask, lo, hi, d)
-        if copy is not None:
-            copy[lo:hi] = x[lo:hi]
-        xc = src[lo:hi]
-        if hi - lo < chunk:
-            tail = _aligned((chunk, d), 0.0)
-            tail[: hi - lo] = xc
-            xc, miss = tail, np.concatenate([miss, np.ones((chunk - hi + lo, d), bool)])
-        if shift is None:
-            ok = ~miss & np.isfinite(xc)
-            shift = (np.where(ok, xc, 0.0).sum(0, dtype=np.float64) / np.maximum(ok.sum(0), 1)).astype(_dtype())
-        y1, y2, total = _moments(xc, miss, shift)
-        # NaN/inf anywhere (also under the mask: the raw data enter the matmuls) are missing entries, and from
-        # here on a sanitised copy is used
-        if not (np.isfinite(total) and np.isfinite(xc.sum(dtype=np.float64))):
-            if copy is None:
-                copy = src = _aligned((n, d))
-                copy[:hi] = x[:hi]
-            bad = ~np.isfinite(xc)
-            miss |= bad
-            (tail if xc is tail else copy[lo:hi])[bad] = 0.0
-            xc = tail if xc is tail else copy[lo:hi]
-            y1, y2, _ = _moments(xc, miss, shift)
-        s1 += y1
-        s2 += y2
-        rows, cols = _nonzero(miss[: hi - lo])
-        cnt += (hi - lo) - np.bincount(cols, minlength=d)
-        if n * d - cnt.sum() - (n - hi) * d > _DENSE_FRACTION * n * d:
-            return None
-        counts = np.bincount(rows, minlength=chunk)
-        pos = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        idx.append((rows, pos, cols, int(counts.max(initial=0))))
-        xm.append(xc[rows, cols])
+    ok = ~_flags(ivar, mask, 0, first.shape[0], d) & finite
+    shift = (np.where(ok, first, 0.0).sum(0, dtype=np.float64) / np.maximum(ok.sum(0), 1)).astype(_dtype())
+    del first, finite, ok
+    s1, s2, cnt, idx, xm, tail, fixes = np.zeros(d), np.zeros(d), np.zeros(d, np.int64), [], [], None, {}
+    x64 = bool(jax.config.jax_enable_x64)  # a thread-local setting: the workers get the caller's
+
+    def job(lo):
+        with jax.enable_x64(x64):
+            return _scan_chunk(x, src, ivar, mask, lo, chunk, shift, copy)
+
+    with ThreadPoolExecutor(_SCAN_THREADS) as pool:
+        jobs = pool.map(job, range(0, n, chunk))
+        for i, (y1, y2, observed, entries, values, t, fixed) in enumerate(jobs):
+            s1 += y1
+            s2 += y2
+            cnt += observed
+            seen = min((i + 1) * chunk, n)
+            if seen * d - cnt.sum() > _DENSE_FRACTION * n * d:
+                pool.shutdown(cancel_futures=True)
+                return None
+            idx.append(entries)
+            xm.append(values)
+            tail = t if t is not None else tail
+            if fixed is not None:
+                fixes[i * chunk] = fixed
+    if fixes:  # non-finite values first seen after the first chunk of a zero-copy input
+        src = _aligned((n, d))
+        for lo in range(0, n, chunk):
+            src[lo : lo + chunk] = fixes.get(lo, x[lo : lo + chunk])
     idx, xm = _pad_missing(idx, xm, chunk, d)
     safe = np.maximum(cnt, 1)
     shift = np.asarray(shift, np.float64)
@@ -211,22 +244,36 @@ def _scan_sparse(x, ivar, mask, chunk, mean):
 
 
 def _pad_missing(entries, values, chunk, d):
-    """Per chunk ``(chunk, m)`` index and value arrays, padded with pixel ``d`` (a zero row).
+    """Per chunk: the stars' order by missing count and per block ``(b, m_j)`` index and value arrays.
 
-    ``m`` is the largest count over all chunks, rounded up to 8; chunks that need less
-    than half of it share the largest count among themselves instead.  At most two
-    compiled shapes (a compilation costs more than most of the padded work it saves).
+    Each chunk's stars are sorted by their number of missing entries (``perm``: sorted
+    position -> row) and cut into ``_BLOCKS`` blocks; block ``j`` of every chunk is padded
+    (with pixel ``d``, a zero row) to the same width ``m_j``, the largest count in that
+    block over all chunks rounded up to 8.  One compiled shape, and the padded work
+    follows the distribution of missing counts instead of its maximum.
     """
-    most = [e[3] for e in entries]
-    top = 8 * max(1, -(-max(most) // 8))
-    small = 8 * max(1, -(-max([m for m in most if 2 * m < top], default=0) // 8))
+    nb = _BLOCKS if chunk % _BLOCKS == 0 else 1
+    size = chunk // nb
+    layout, width = [], np.zeros(nb, np.int64)
+    for rows, *_ in entries:
+        counts = np.bincount(rows, minlength=chunk)
+        perm = np.argsort(counts, kind="stable")
+        width = np.maximum(width, counts[perm].reshape(nb, size).max(axis=1))
+        inv = np.empty(chunk, np.int64)
+        inv[perm] = np.arange(chunk)
+        layout.append((perm.astype(np.int32), inv[rows]))
+    width = 8 * np.maximum(1, -(-width // 8))
     out_i, out_v = [], []
-    for (rows, pos, cols, m), vals in zip(entries, values, strict=True):
-        width = small if 2 * m < top else top
-        ic, vc = np.full((chunk, width), d, np.int32), np.zeros((chunk, width), _dtype())
-        ic[rows, pos], vc[rows, pos] = cols, vals
-        out_i.append(ic)
-        out_v.append(vc)
+    for (perm, place), (_, pos, cols, _), vals in zip(layout, entries, values, strict=True):
+        block, local = np.divmod(place, size)
+        ic = [np.full((size, int(m)), d, np.int32) for m in width]
+        vc = [np.zeros((size, int(m)), _dtype()) for m in width]
+        for j in range(nb):
+            sel = block == j
+            ic[j][local[sel], pos[sel]] = cols[sel]
+            vc[j][local[sel], pos[sel]] = vals[sel]
+        out_i.append((perm, *ic))
+        out_v.append(tuple(vc))
     return out_i, out_v
 
 
@@ -257,4 +304,5 @@ def _chunks(prep: _Data):
             yield jax.device_put(prep.src[lo : lo + c]), (jax.device_put(prep.w[lo : lo + c]),), valid
         else:
             xc = prep.src[lo : lo + c] if lo + c <= prep.n else prep.tail
-            yield jax.device_put(xc), (jnp.asarray(prep.idx[i]), jnp.asarray(prep.xm[i])), valid
+            perm, *idx = (jnp.asarray(a) for a in prep.idx[i])
+            yield jax.device_put(xc), (perm, tuple(idx), tuple(jnp.asarray(a) for a in prep.xm[i])), valid

@@ -125,8 +125,16 @@ class RSCAFit(NamedTuple):
     converged: bool
 
 
-def _flux_and_mask(spectra, max_err, pixel_mask, name):
-    """Flux ``(N, D)`` and its missing mask: non-finite, ``ivar == 0``, error > max_err, pixel_mask."""
+def _flux_and_mask(spectra, max_err, pixel_mask, name, *, lazy=False):
+    """Flux ``(N, D)`` and its missing mask: non-finite, ``ivar == 0``, error > max_err, pixel_mask.
+
+    ``lazy``: for a plain array, leave the non-finite entries to the PPCA (which finds them
+    in its own pass) instead of scanning the data here; the mask is then ``None`` or the
+    broadcast ``pixel_mask``.
+    """
+    n_pix = spectra.n_pix if isinstance(spectra, Spectra) else np.shape(spectra)[-1]
+    if pixel_mask is not None and pixel_mask.shape != (n_pix,):
+        raise ValueError(f"pixel_mask: expected shape ({n_pix},), found {pixel_mask.shape}")
     if isinstance(spectra, Spectra):
         flux, ivar = np.asarray(spectra.flux), np.asarray(spectra.ivar)
         miss = ivar <= 0 if max_err is None else ivar < 1.0 / float(max_err) ** 2
@@ -134,11 +142,11 @@ def _flux_and_mask(spectra, max_err, pixel_mask, name):
         flux = np.asarray(spectra)
         if flux.ndim != 2:
             raise ValueError(f"{name}: expected a Spectra or a 2-D array (n_stars, n_pix), found shape {flux.shape}")
+        if lazy:
+            return flux, None if pixel_mask is None else np.broadcast_to(pixel_mask, flux.shape)
         miss = np.zeros(flux.shape, dtype=bool)
     miss = miss | ~np.isfinite(flux)
     if pixel_mask is not None:
-        if pixel_mask.shape != (flux.shape[1],):
-            raise ValueError(f"pixel_mask: expected shape ({flux.shape[1]},), found {pixel_mask.shape}")
         miss = miss | pixel_mask[None, :]
     return flux, miss
 
@@ -203,7 +211,7 @@ def fit(
         pixel_mask = np.asarray(pixel_mask)
         if pixel_mask.dtype != np.bool_:
             raise TypeError(f"pixel_mask: expected a boolean array, found dtype {pixel_mask.dtype}")
-    flux, miss = _flux_and_mask(field, max_err, pixel_mask, "field")
+    flux, miss = _flux_and_mask(field, max_err, pixel_mask, "field", lazy=True)
     res = ppca.fit_ppca(flux, p, mask=miss, key=key, **kwargs)
     d = flux.shape[1]
     model_stub = RSCAModel(
