@@ -1,4 +1,4 @@
-"""Numbers that judge a model: label bias/RMSE, reduced chi-square, pull widths, doppelganger rates.
+"""Numbers that judge a model: label bias/RMSE, reduced chi-square, pull widths, doppelganger rates, ROC AUC.
 
 They take numpy/JAX arrays or ``Labels``/``Spectra`` and return numpy arrays (host code, not for ``jit``).
 """
@@ -20,6 +20,7 @@ __all__ = [
     "doppelganger_rate",
     "mean_error",
     "reduced_chi2",
+    "roc_auc",
 ]
 
 
@@ -354,3 +355,29 @@ def doppelganger_rate(
             h, pairs[i] = doppelganger_counts(f, c[rows], nf, None if nc is None else nc[rows], tol, ns)
             hits[i] = h[0]
     return summarise_doppelgangers(hits, pairs, sizes, clusters)
+
+
+def roc_auc(score, positive) -> float:
+    r"""Area under the ROC curve: :math:`P(\text{score of a positive} > \text{score of a negative})`, ties 1/2.
+
+    Mann-Whitney statistic from average ranks.  ``score`` ``(n,)`` finite
+    (large = anomalous), ``positive`` bool ``(n,)`` with both classes present.
+
+    Examples
+    --------
+    >>> roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([False, False, True, True]))
+    0.75
+    """
+    s = np.asarray(score, np.float64)
+    y = np.asarray(positive)
+    if s.ndim != 1 or y.shape != s.shape or y.dtype != bool:
+        raise ValueError(f"score, positive: expected shape (n,) each, positive bool; found {s.shape}, {y.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("score: expected finite values, found NaN or inf")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"positive: expected both classes, found {n_pos} positive and {n_neg} negative")
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # rank (0-based) of the first element of each tied group
+    ranks = (first + (counts + 1) / 2.0)[inverse]  # 1-based average ranks
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -5,7 +5,9 @@ returns the ``Figure``; none of them calls ``plt.show``.  The Lux paper's
 figures (label comparison, Kiel and abundance planes, spectrum fit, derivative
 spectra) live in :mod:`jaxspec._plots_lux` (and the cross-validation grid in
 :mod:`jaxspec._plots_lux_cv`) and are re-exported here, as are the RSCA figures
-(:mod:`jaxspec._plots_rsca`: top dimensions against [Fe/H], rate against ``K``).
+(:mod:`jaxspec._plots_rsca`: top dimensions against [Fe/H], rate against ``K``)
+and the scatter-VAE figures (:mod:`jaxspec._plots_svae`: normalised residuals
+against labels, latent projections).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from jaxspec._plots_lux import (
 )
 from jaxspec._plots_lux_cv import plot_cv_grid
 from jaxspec._plots_rsca import plot_rate_vs_components, plot_rsca_dimensions
+from jaxspec._plots_svae import plot_latent_projections, plot_residuals_vs_labels
 from jaxspec.data.containers import Labels, Spectra
 
 __all__ = [
@@ -31,7 +34,9 @@ __all__ = [
     "plot_derivative_spectra",
     "plot_kiel",
     "plot_label_comparison",
+    "plot_latent_projections",
     "plot_rate_vs_components",
+    "plot_residuals_vs_labels",
     "plot_rsca_dimensions",
     "plot_spectra",
     "plot_spectrum_fit",

@@ -83,3 +83,31 @@ def test_rsca_demo_learns_a_metric_that_beats_raw_latents(tmp_path):
     for figure in report["figures"]:
         assert (tmp_path / figure.split("/")[-1]).stat().st_size > 10_000
     assert "RSCA on abundance labels" in proc.stdout and "top-N table" in proc.stdout
+
+
+@pytest.mark.slow
+def test_svae_demo_reconstructs_held_out_stars_and_finds_outliers(tmp_path):
+    proc = _demo(tmp_path, "svae", "--quick")
+    report = json.loads((tmp_path / "svae_report.json").read_text())
+    assert report["n_stars"] == 3000 and report["n_outliers"] > 20
+    assert report["n_svae_train"] + report["n_test"] == 3000
+    assert report["n_test"] > 150 and report["n_cannon_train"] > 2 * report["n_test"]
+    val = report["svae_val_loss"]
+    assert len(val) == report["svae_config"]["epochs"] and min(val) < val[0] - 0.1  # the sVAE learns
+    assert report["cannon_converged"]
+    # normalised residuals of held-out stars: centred, about unit spread, few beyond 3 sigma, for both models
+    for name in ("svae", "cannon"):
+        r = report["residuals"][name]
+        assert abs(r["mean"]) < 0.1 and abs(r["median"]) < 0.1, name
+        assert 0.6 < r["robust_spread"] < 1.3 and 0.6 < r["std"] < 1.5, name
+        assert r["frac_abs_gt3"] < 0.03, name
+    sc = report["scatter"]
+    assert 0 < sc["svae_per_star_median"] < 2 and 0 < sc["cannon_population_median"] < 2
+    assert report["anomaly_auc"] > 0.85  # the ELBO ranks the CEMP-like stars high
+    lc = report["latent_coverage"]
+    assert len(lc["ratio_2d"]) == 15 and abs(lc["ratio_2d_mean"]) < 0.3  # labelled = a random subset
+    assert abs(lc["ratio"]) < 1.0 and lc["ratio_spread"] >= 0
+    assert len(report["figures"]) == 2
+    for figure in report["figures"]:
+        assert (tmp_path / figure.split("/")[-1]).stat().st_size > 10_000
+    assert "normalised residuals" in proc.stdout and "ROC AUC" in proc.stdout

@@ -1,0 +1,282 @@
+"""models/cannon.py: exact theta step, planted theta and scatter, label inference, masks, bad input, io, compilation.
+
+A planted problem: two labels (Q = 6 terms), 12 pixels, 400 stars, a quadratic
+model with known coefficients and a known per-pixel scatter from 0 to 0.05,
+heteroscedastic flux errors, and about 10% of the pixels masked.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import jaxspec.io
+from jaxspec.data.containers import Labels, Spectra
+from jaxspec.models import cannon
+from tests.conftest import assert_allclose
+
+NAMES = ("TEFF", "LOGG")
+N_STARS, N_PIX, M = 400, 12, 2
+Q = cannon.n_terms(M)
+PIVOT, SCALE = np.array([4800.0, 2.5]), np.array([300.0, 0.5])
+SCATTER = np.linspace(0.0, 0.05, N_PIX)
+
+
+class Planted:
+    """``labels`` ``(N, M)``, ``theta`` ``(D, Q)``, ``clean`` and noisy ``flux`` ``(N, D)``, ``ivar`` (10% masked)."""
+
+    def __init__(self, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        # float32-representable, so a Labels container (float32 by default) holds exactly these values
+        self.labels = (PIVOT + SCALE * rng.normal(size=(N_STARS, M))).astype(np.float32).astype(np.float64)
+        lin, quad = 0.1 * rng.normal(size=(N_PIX, M)), 0.02 * rng.normal(size=(N_PIX, Q - 1 - M))
+        self.theta = np.column_stack([np.ones(N_PIX), lin, quad])
+        x = (self.labels - PIVOT) / SCALE
+        v = np.column_stack([np.ones(N_STARS), x, x[:, 0] ** 2, x[:, 0] * x[:, 1], x[:, 1] ** 2])
+        self.clean = v @ self.theta.T
+        sigma = rng.uniform(0.005, 0.02, size=(N_STARS, N_PIX))
+        self.flux = self.clean + rng.normal(size=sigma.shape) * np.sqrt(sigma**2 + SCATTER**2)
+        self.ivar = np.where(rng.random(sigma.shape) < 0.1, 0.0, 1.0 / sigma**2)
+
+    @property
+    def spectra(self):
+        return (self.flux, self.ivar)
+
+    def labels_container(self, values=None):
+        values = self.labels if values is None else values
+        return Labels(values, err=np.ones_like(values), names=NAMES)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Planted()
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    return cannon.fit(data.spectra, data.labels_container())
+
+
+def _normal_equations(dsg, flux, w):
+    """float64 reference: per pixel j, (V^T W_j V) theta_j = V^T W_j f_j."""
+    dsg = np.asarray(dsg, np.float64)
+    return np.array(
+        [np.linalg.solve(dsg.T @ (wj[:, None] * dsg), dsg.T @ (wj * fj)) for fj, wj in zip(flux.T, w.T, strict=True)]
+    )
+
+
+def _true_model(scatter=SCATTER):
+    return cannon.CannonModel(PLANTED_THETA, np.asarray(scatter, np.float32), PIVOT, SCALE, NAMES)
+
+
+PLANTED_THETA = Planted().theta.astype(np.float32)
+
+
+# -- design and the closed-form theta step ------------------------------------------------
+
+
+def test_design_is_the_quadratic_label_vector(trained):
+    lab = np.array([[5100.0, 2.0], [4500.0, 3.5]])
+    x = (lab - PIVOT) / SCALE
+    want = np.column_stack([np.ones(2), x, x[:, 0] ** 2, x[:, 0] * x[:, 1], x[:, 1] ** 2])
+    assert_allclose(cannon.design((PIVOT, SCALE), lab), want)
+    # a Labels container in another column order gives the model's order; a missing label gives a NaN row
+    model = trained.model
+    swapped = Labels(np.array([[2.0, 5100.0], [np.nan, 4500.0]]), err=np.ones((2, 2)), names=NAMES[::-1])
+    got = np.asarray(cannon.design(model, swapped))
+    assert_allclose(got[0], cannon.design(model, lab[:1])[0])
+    assert np.all(np.isnan(got[1]))
+
+
+def test_theta_step_equals_weighted_normal_equations_at_fixed_scatter(data):
+    dsg = cannon.design((PIVOT, SCALE), data.labels)
+    scatter = np.linspace(0.01, 0.1, N_PIX)
+    flux = np.where(data.ivar > 0, data.flux, 0.0).astype(np.float32)
+    ivar = data.ivar.astype(np.float32)
+    got = cannon._theta_step(np.zeros((N_PIX, Q), np.float32), scatter.astype(np.float32), dsg, flux, ivar)
+    w = data.ivar / (1.0 + data.ivar * scatter**2)
+    assert_allclose(got, _normal_equations(dsg, data.flux * (data.ivar > 0), w), scale=4)
+
+
+def test_fit_theta_is_the_exact_solve_at_the_returned_scatter(data, trained):
+    model = trained.model
+    dsg = cannon.design(model, data.labels)
+    w = data.ivar / (1.0 + data.ivar * np.asarray(model.scatter, np.float64) ** 2)
+    assert_allclose(model.theta, _normal_equations(dsg, data.flux * (data.ivar > 0), w), scale=4)
+
+
+# -- planted recovery -----------------------------------------------------------------------
+
+
+def test_fit_recovers_planted_theta_and_scatter(data, trained):
+    model = trained.model
+    assert trained.converged and len(trained.history) >= 2
+    assert np.all(np.diff(trained.history) <= 1e-5 * np.abs(trained.history[:-1]))
+    assert_allclose(model.pivot, np.median(data.labels, axis=0), dtype=np.float64)
+    lo, hi = np.percentile(data.labels, [2.5, 97.5], axis=0)
+    assert_allclose(model.scale, (hi - lo) / 4, dtype=np.float64)
+    # theta in the model's own scaling; compare through predictions of the noise-free spectra (in sigma units)
+    dsg = np.asarray(cannon.design(model, data.labels), np.float64)
+    w = data.ivar / (1.0 + data.ivar * np.asarray(model.scatter, np.float64) ** 2)
+    for j in range(N_PIX):
+        cov = np.linalg.inv(dsg.T @ (w[:, j, None] * dsg))
+        err = dsg @ (np.asarray(model.theta[j], np.float64)) - data.clean[:, j]
+        pred_sd = np.sqrt(np.einsum("nq,qr,nr->n", dsg, cov, dsg))
+        assert np.max(np.abs(err) / pred_sd) < 5.0, f"pixel {j}"
+    np.testing.assert_array_less(np.abs(np.asarray(model.scatter) - SCATTER), 0.005)
+    assert np.all(np.asarray(model.scatter) >= 0)
+
+
+def test_normalised_residuals_have_unit_std_and_nan_where_masked(data, trained):
+    r = cannon.normalised_residuals(trained.model, data.spectra, data.labels)
+    assert r.shape == (N_STARS, N_PIX)
+    np.testing.assert_array_equal(np.isnan(r), data.ivar == 0)
+    assert abs(np.nanstd(r) - 1.0) < 0.03
+    assert np.all(np.abs(np.nanstd(r, axis=0) - 1.0) < 0.12)
+    assert abs(np.nanmean(r)) < 0.03
+    # without the scatter the residuals of the high-scatter pixels are far too wide
+    no_s = cannon.CannonModel(trained.model.theta, 0 * trained.model.scatter, PIVOT, SCALE, NAMES)
+    wide = cannon.normalised_residuals(no_s, data.spectra, data.labels)
+    assert np.nanstd(wide[:, -1]) > 2.0
+
+
+def test_infer_labels_recovers_planted_labels(data):
+    model = _true_model(np.zeros(N_PIX))
+    rng = np.random.default_rng(1)
+    n, noise = 30, 1e-4
+    flux = data.clean[:n] + noise * rng.normal(size=(n, N_PIX))
+    out = cannon.infer_labels(model, Spectra(flux, err=np.full(flux.shape, noise)))
+    assert out.converged.all() and out.labels.names == NAMES
+    err = np.asarray(out.labels.values, np.float64) - data.labels[:n]
+    sd = np.sqrt(np.diagonal(out.covariance, axis1=1, axis2=2))
+    assert np.all(sd < 0.01 * SCALE) and np.all(np.abs(err) < 5 * sd)
+    assert_allclose(np.asarray(out.labels.ivar), 1 / sd**2, rtol=1e-3)
+    assert_allclose(np.mean(out.chi2), N_PIX - M, rtol=0.2)
+    # a masked pixel with garbage flux, and an explicit init, give the same labels
+    ivar = np.full(flux.shape, noise**-2)
+    ivar[:, 3], flux[:, 3] = 0.0, 1e6
+    again = cannon.infer_labels(model, (flux, ivar), init=data.labels[:n] + 0.1 * SCALE)
+    sd = np.sqrt(np.diagonal(again.covariance, axis1=1, axis2=2))
+    assert again.converged.all() and np.all(np.abs(again.labels.values - data.labels[:n]) < 5 * sd)
+
+
+def test_predict_spectra_of_the_true_model_is_the_clean_flux(data):
+    pred = cannon.predict_spectra(_true_model(), data.labels_container())
+    assert_allclose(pred, data.clean, scale=4)
+    missing = data.labels[:3].copy()
+    missing[1, 0] = np.nan
+    out = np.asarray(cannon.predict_spectra(_true_model(), missing))
+    assert np.all(np.isnan(out[1])) and np.all(np.isfinite(out[[0, 2]]))
+
+
+# -- missing data ------------------------------------------------------------------------------
+
+
+def _same_model(a, b):
+    for f in ("theta", "scatter", "pivot", "scale"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+
+
+def test_stars_with_missing_labels_are_excluded(data, trained):
+    lab = data.labels.copy()
+    lab[[3, 50], 0] = np.nan
+    lab[7, 1] = np.nan
+    keep = np.ones(N_STARS, bool)
+    keep[[3, 7, 50]] = False
+    ref = cannon.fit((data.flux[keep], data.ivar[keep]), data.labels[keep]).model
+    _same_model(cannon.fit(data.spectra, lab).model, ref)
+    _same_model(cannon.fit(data.spectra, data.labels_container(lab)).model, ref)
+
+
+def test_masked_pixels_carry_no_weight(data, trained):
+    garbage = np.where(data.ivar > 0, data.flux, 1e6)
+    _same_model(cannon.fit((garbage, data.ivar), data.labels).model, trained.model)
+    nan = np.where(data.ivar > 0, data.flux, np.nan)
+    _same_model(cannon.fit((nan, data.ivar), data.labels).model, trained.model)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def _bad_inputs(data):
+    f, iv, lab = data.flux, data.ivar, data.labels
+    inf_lab = lab.copy()
+    inf_lab[0, 0] = np.inf
+    neg = iv.copy()
+    neg[0, 0] = -1.0
+    nan_flux = f.copy()
+    nan_flux[iv > 0] = np.nan
+    return [
+        ((f, iv[:, :-1]), lab, {}, ValueError, "spectra: expected flux and ivar"),
+        ((f, neg), lab, {}, ValueError, "spectra: expected ivar finite"),
+        ((nan_flux, iv), lab, {}, ValueError, "spectra: expected finite flux"),
+        (f, lab, {}, TypeError, "spectra: expected Spectra"),
+        ((f, iv), lab[:-1], {}, ValueError, "labels: expected 400 stars"),
+        ((f, iv), lab[:, 0], {}, ValueError, r"labels: expected shape \(n_stars, n_labels\)"),
+        ((f, iv), inf_lab, {}, ValueError, "labels: expected finite"),
+        ((f, iv), lab.astype(complex), {}, TypeError, "labels: expected Labels or a real array"),
+        ((f[: Q - 1], iv[: Q - 1]), lab[: Q - 1], {}, ValueError, "labels: expected at least Q = 6 training stars"),
+        ((f, iv), lab, {"n_iter": 0}, ValueError, "n_iter"),
+        ((f, iv), lab, {"tol": -1.0}, ValueError, "tol"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(11))
+def test_bad_input_raises(data, case):
+    spectra, labels, kwargs, exc, match = _bad_inputs(data)[case]
+    with pytest.raises(exc, match=match):
+        cannon.fit(spectra, labels, **kwargs)
+
+
+def test_bad_input_to_model_functions_raises(data, trained):
+    model = trained.model
+    with pytest.raises(ValueError, match=r"spectra: expected flux and ivar of shape \(n_stars, 12\)"):
+        cannon.infer_labels(model, (data.flux[:, :-1], data.ivar[:, :-1]))
+    with pytest.raises(ValueError, match="init"):
+        cannon.infer_labels(model, data.spectra, init=np.zeros(3))
+    with pytest.raises(ValueError, match="labels: expected the model's labels"):
+        cannon.predict_spectra(model, Labels(data.labels, err=np.ones_like(data.labels), names=("TEFF", "FE_H")))
+    with pytest.raises(ValueError, match=r"labels: expected shape \(n_stars, 2\)"):
+        cannon.predict_spectra(model, data.labels[:, :1])
+    with pytest.raises(ValueError, match="labels: expected 400 stars"):
+        cannon.normalised_residuals(model, data.spectra, data.labels[:5])
+    with pytest.raises(TypeError, match="model: expected a CannonModel"):
+        cannon.predict_spectra((PIVOT, SCALE), data.labels)
+    with pytest.raises(ValueError, match="model: expected finite pivot and positive scale"):
+        cannon.design((PIVOT, -SCALE), data.labels)
+    with pytest.raises(ValueError, match="CannonModel: expected theta"):
+        cannon.CannonModel(model.theta[:, :-1], model.scatter, PIVOT, SCALE, NAMES)
+
+
+# -- io and compilation ---------------------------------------------------------------------------
+
+
+def test_save_load_roundtrip(tmp_path, data, trained):
+    path = jaxspec.io.save(tmp_path / "cannon", trained.model)
+    assert jaxspec.io.info(path)["family"] == "cannon"
+    loaded = jaxspec.io.load(path, family="cannon")
+    assert isinstance(loaded, cannon.CannonModel) and loaded.label_names == NAMES
+    _same_model(loaded, trained.model)
+    np.testing.assert_array_equal(
+        cannon.predict_spectra(loaded, data.labels), cannon.predict_spectra(trained.model, data.labels)
+    )
+
+
+def test_infer_labels_compiles_once(data, trained):
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    first = cannon.infer_labels(trained.model, (data.flux[:20], data.ivar[:20]))
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        second = cannon.infer_labels(trained.model, (data.flux[20:40], data.ivar[20:40]))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(compiles) == 0, f"second infer_labels call compiled {len(compiles)} time(s)"
+    assert first.converged.all() and second.converged.all()
+    rmse = np.sqrt(np.mean((np.asarray(second.labels.values, np.float64) - data.labels[20:40]) ** 2, axis=0))
+    assert np.all(rmse < 0.15 * SCALE)
