@@ -67,11 +67,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxspec.models._ppca_data import _chunk, _chunks, _Data, _dtype, _inputs, _load
+from jaxspec.models._ppca_data import _chunk, _chunks, _Data, _dtype, _inputs, _load, _missing
 
 __all__ = ["PPCAResult", "fit_ppca", "transform"]
 
 _INIT_PASSES = 2  # passes of the randomised subspace iteration that starts EM
+_DIRECT_MAX = 512  # transform() of at most this many stars: direct float64 solves, no compilation
 _OVERSAMPLE = 10
 
 
@@ -194,9 +195,25 @@ def transform(result: PPCAResult, data, *, ivar=None, mask=None, chunk_size: int
     if weighted and ivar is None:
         raise ValueError("ivar: the fit was weighted by ivar; pass ivar= (or a Spectra)")
     chunk = _chunk(chunk_size, x.shape[0])
+    if x.shape[0] <= _DIRECT_MAX:
+        return _transform_direct(result, x, ivar, mask)
     prep, _ = _load(x, ivar, mask, chunk, weighted, mean=result.mean, scale=result.ivar_scale)
     stats = _estep(prep, result.loadings, result.noise_variance)
     return stats["z"][: x.shape[0]]
+
+
+def _transform_direct(result: PPCAResult, x, ivar, mask) -> np.ndarray:
+    r"""The posterior means of a few stars in float64 numpy, one ``K x K`` solve each (nothing to compile):
+    :math:`E[z_n] = (\sigma^2 I + W^\top \mathrm{diag}(w_n) W)^{-1} W^\top \mathrm{diag}(w_n)(x_n - \mu)`."""
+    xc, miss, ivc = _missing(x, ivar, mask, 0, x.shape[0])
+    w = np.asarray(result.loadings, np.float64)
+    wt = np.where(miss, 0.0, 1.0 if result.ivar_scale is None else ivc / result.ivar_scale)
+    resid = np.where(miss, 0.0, np.asarray(xc, np.float64) - np.asarray(result.mean, np.float64))
+    blocks = range(0, len(wt), 32)  # (32, D, K) float64 temporaries
+    gram = np.concatenate([np.matmul((wt[a : a + 32, :, None] * w).transpose(0, 2, 1), w) for a in blocks])
+    rhs = (wt * resid) @ w
+    z = np.linalg.solve(result.noise_variance * np.eye(w.shape[1]) + gram, rhs[:, :, None])[:, :, 0]
+    return z.astype(_dtype())
 
 
 def _check_key(key):
