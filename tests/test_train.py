@@ -224,6 +224,33 @@ def test_fit_minibatches_noiseless_regression_and_memmap(tmp_path):
     np.testing.assert_array_equal(from_disk.history["loss"], in_memory.history["loss"])
 
 
+def test_fit_steps_per_call_equals_one_step_per_call_and_compiles_once():
+    traces = []
+
+    def loss(params, batch, key):
+        traces.append(1)
+        return mse(params, batch, key) + 1e-3 * jax.random.normal(key)  # the step keys must match too
+
+    x, y = regression(n=50)
+    opt = optax.sgd(0.05, momentum=0.9)
+    kwargs = {"key": jax.random.key(1), "epochs": 5, "batch_size": 8, "progress": False}
+    one = fit(make_train_step(loss, opt), zeros(), opt.init(zeros()), (x, y), **kwargs)
+    n_traces = len(traces)
+    step = make_train_step(loss, opt)
+    # 6 steps per epoch: one call of 4 and two single steps, on host and on device data
+    grouped = fit(step, zeros(), opt.init(zeros()), (x, y), steps_per_call=4, **kwargs)
+    on_device = fit(step, zeros(), opt.init(zeros()), (jnp.asarray(x), jnp.asarray(y)), steps_per_call=4, **kwargs)
+    for res in (grouped, on_device):
+        assert_allclose(res.params.w, one.params.w, scale=10)
+        assert_allclose(res.history["loss"], one.history["loss"], scale=10)
+    assert len(traces) - n_traces == 1  # traced once: the scanned call and the single steps share the trace
+    with pytest.raises(ValueError, match="steps_per_call"):
+        fit(step, zeros(), opt.init(zeros()), (x, y), steps_per_call=0, **kwargs)
+    mesh_step = make_train_step(loss, opt, mesh=data_mesh())
+    with pytest.raises(ValueError, match="without a mesh"):
+        fit(mesh_step, zeros(), opt.init(zeros()), (x, y), steps_per_call=2, **kwargs)
+
+
 class Counter(NamedTuple):
     t: jax.Array
 
