@@ -104,7 +104,7 @@ def run(args) -> dict:
         match = {"nuisance_field": nf, "nuisance_clusters": nc, "tolerances": TOL}
 
         times = {}
-        t_all = time.perf_counter()
+        t_all, cpu0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
         kwargs = {"tol": args.tol, "max_iter": args.max_iter, "progress": False}
         fit, times["fit_s"], times["fit_compile_s"] = timed_call(
             lambda f: rsca.fit(f, clusters, ids, n_components=30, key=jax.random.key(args.seed),
@@ -115,6 +115,8 @@ def run(args) -> dict:
         top = rsca.top_n_table(fit.field_feats, fit.cluster_feats, ids, n_dims=TOP_N, **match)
         times["rates_s"] = time.perf_counter() - t0
         times["total_s"] = time.perf_counter() - t_all
+        times["total_cpu_s"] = time.process_time() - cpu0  # both cores: up to 2x the wall time
+        times["loadavg_1min"] = [load0, os.getloadavg()[0]]  # > 0 before: other processes were running
         raw = rsca.doppelganger_rate(fit.field_feats, fit.cluster_feats, ids, **match)
         missing = float(np.mean([np.isnan(field[i : i + 5000]).mean() for i in range(0, len(field), 5000)]))
         del field

@@ -189,7 +189,7 @@ def test_short_fit_reduces_the_loss_and_compiles_once(xp, monkeypatch):
     assert len(history["loss"]) == 4 and set(history) >= {"loss", "chi2", "penalty", "kl", "val_loss"}
     assert history["loss"][-1] < history["loss"][0]
     assert history["val_loss"][-1] < history["val_loss"][0]
-    # 4 epochs x 8 steps (in one scanned call per epoch): the train step traced once, validation once
+    # 4 epochs x 8 steps: the train step traced once, validation once
     assert len(traces) == 2
 
 

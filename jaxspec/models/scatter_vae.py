@@ -167,13 +167,6 @@ def _split(batch: SVAEBatch, validation_frac: float, key, shuffle: bool):
     return head, tail
 
 
-def _steps_per_call(config: SVAEConfig, mesh, n_steps: int) -> int:
-    """Steps per compiled call of the engine's ``fit``: 16 (a small network: the per-step
-    dispatch and gather cost as much as the step), 1 with a mesh or full covariances
-    (``(16, batch, 110, 110)`` would be too large a gather)."""
-    return 1 if mesh is not None or config.full_covariance else max(1, min(16, n_steps))
-
-
 def fit(
     data,
     *,
@@ -254,7 +247,6 @@ def fit(
         batch_size=batch_size,
         validation=validation,
         patience=config.patience,
-        steps_per_call=_steps_per_call(config, mesh, n_train // batch_size),
         progress=progress,
     )
     best = result.params if result.best_params is None else result.best_params

@@ -211,8 +211,10 @@ def fit(
     steps_per_call : int
         Run this many steps in one compiled call (a ``lax.scan`` over batches gathered
         together): the per-step dispatch and gather overhead is paid once per call, which
-        matters for small networks.  The same batches and step keys as one step per call
-        (results equal to rounding).  Only for a step without a mesh.
+        can matter where a call costs more than the step (small networks on a GPU).  The
+        same batches and step keys as one step per call (results equal to rounding).
+        Only for a step without a mesh.  On 2 CPU cores it did not pay for the scatter
+        VAE: 5.66 s per epoch at 16 against 4.46 s at 1 (``benchmarks/bench_svae.py``).
     progress : bool
         ``tqdm`` bar over epochs with the losses.
 
