@@ -280,14 +280,23 @@ def _posterior(config: SVAEConfig, params: SVAEParams, batch: SVAEBatch) -> dict
     return jax.vmap(one)(batch)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _encoded(config: SVAEConfig, params: SVAEParams, batch: SVAEBatch) -> dict:
+    """Per star: the encoder's posterior only (what :func:`encode` returns; no decoding)."""
+    gd = graphdefs(config, batch.x.dtype)
+    mu, logvar = jax.vmap(lambda x: encode_star(gd, params, x))(batch.x)
+    return {"mu": mu, "logvar": logvar}
+
+
 def _chunk_size(chunk_size) -> int:
     if not isinstance(chunk_size, int | np.integer) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size: expected a positive int, found {chunk_size!r}")
     return int(chunk_size)
 
 
-def _evaluate(model: SVAEModel, batch: SVAEBatch, chunk_size: int, progress: bool, desc: str) -> dict:
-    """:func:`_posterior` over fixed-size chunks (the last one padded by repeating its last star)."""
+def _evaluate(model: SVAEModel, batch: SVAEBatch, chunk_size: int, progress: bool, desc: str, fn=None) -> dict:
+    """``fn`` (default :func:`_posterior`) over fixed-size chunks (the last one padded by repeating its last star)."""
+    fn = _posterior if fn is None else fn
     chunk_size = _chunk_size(chunk_size)
     params, n = _device_params(model), batch.x.shape[0]
     parts = []
@@ -295,12 +304,12 @@ def _evaluate(model: SVAEModel, batch: SVAEBatch, chunk_size: int, progress: boo
         stop = min(start + chunk_size, n)
         idx = np.minimum(np.arange(start, start + chunk_size), stop - 1)
         chunk = SVAEBatch(*(None if a is None else np.asarray(a[idx]) for a in batch))
-        out = jax.device_get(_posterior(model.config, params, chunk))
+        out = jax.device_get(fn(model.config, params, chunk))
         parts.append({k: v[: stop - start] for k, v in out.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def encode(model: SVAEModel, data, g_flux=None, *, chunk_size: int = 1024, progress: bool = True):
+def encode(model: SVAEModel, data, g_flux=None, *, chunk_size: int = 8192, progress: bool = True):
     r"""Posterior :math:`q(z|x)` of each star: ``(mu, logvar)``, each ``(n, n_z)`` numpy.
 
     ``data`` and ``g_flux`` as in :func:`preprocess` (standardised with the
@@ -308,7 +317,8 @@ def encode(model: SVAEModel, data, g_flux=None, *, chunk_size: int = 1024, progr
     ``chunk_size`` (the last padded, so one compilation serves all).
     """
     model = _check_model(model)
-    out = _evaluate(model, _batch(model, data, g_flux, covariance=False), chunk_size, progress, "encode")
+    batch = _batch(model, data, g_flux, covariance=False)
+    out = _evaluate(model, batch, chunk_size, progress, "encode", fn=_encoded)
     return out["mu"], out["logvar"]
 
 
