@@ -21,7 +21,7 @@ DEMOS: dict[str, tuple[str, str]] = {
     "mock": ("jaxspec._demos:demo_mock", "generate a mock APOGEE-like survey, summarise it, plot a few spectra"),
     "lux": ("jaxspec._demos:demo_lux", "train Lux on a mock survey, predict 12 labels of held-out stars from flux"),
     "rsca": ("jaxspec._demos:demo_rsca", "RSCA on mock open clusters: doppelganger rates from spectra and from labels"),
-    "svae": ("jaxspec._demos:demo_svae", "scatter VAE on mock Gaia XP: residuals and scatter against the Cannon"),
+    "svae": ("jaxspec._demo_svae:demo_svae", "scatter VAE on mock Gaia XP: residuals and scatter against the Cannon"),
 }
 FLAGSHIP = "lux"
 
