@@ -237,3 +237,34 @@ def test_nan_under_the_mask_is_ignored():
     with_zero = fit(np.where(mask, 0.0, x), mask=mask, chunk_size=16, max_iter=30, tol=1e-8)
     assert np.all(np.isfinite(with_nan.log_likelihood))
     assert_allclose(with_nan.log_likelihood, with_zero.log_likelihood, dtype=_ppca_data._dtype())
+
+
+def test_start_from_a_subsample_of_chunks_reaches_the_same_fit(monkeypatch):
+    """The starting subspace from every 4th chunk only: EM still ends at the full-data fit."""
+    x, w = planted(n=400, d=40, noise=0.1)
+    mask = np.random.default_rng(4).random(x.shape) < 0.03
+    full = fit(x, mask=mask, chunk_size=16, tol=1e-8, max_iter=60)
+    monkeypatch.setattr(ppca, "_INIT_STARS", 100)  # 25 chunks of 16 -> every 4th chunk, 112 stars
+    seen = []
+    chunks = _ppca_data._chunks
+    monkeypatch.setattr(ppca, "_chunks", lambda prep, stride=1: seen.append(stride) or chunks(prep, stride))
+    sub = fit(x, mask=mask, chunk_size=16, tol=1e-8, max_iter=60)
+    assert seen[:2] == [4, 4] and set(seen[2:]) == {1}  # two init passes on the subsample, EM on all
+    assert max_angle(sub.components, full.components) < 0.05
+    assert max_angle(sub.components, w) < 1.0
+    assert_allclose(sub.log_likelihood[-1], full.log_likelihood[-1], dtype=np.float32, scale=10)
+
+
+@pytest.mark.parametrize("rows", [slice(None), slice(37, None)])
+def test_memmap_with_nan_read_from_the_file(tmp_path, rows):
+    """A NaN-holding ``.npy`` map is copied by reads from the file (a sliced map by its own rows): same fit."""
+    x, _ = planted(n=200, d=40)
+    mask = np.random.default_rng(5).random(x.shape) < 0.03
+    np.save(tmp_path / "x.npy", np.where(mask, np.nan, x).astype(np.float32))
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")[rows]
+    with _ppca_data._row_reader(mm) as read:
+        assert (read is not None) == (rows == slice(None))  # numpy keeps the parent's offset on a slice
+    from_file = fit(mm, chunk_size=16, tol=1e-8, max_iter=40)
+    in_memory = fit(x[rows], mask=mask[rows], chunk_size=16, tol=1e-8, max_iter=40)
+    assert_allclose(from_file.log_likelihood, in_memory.log_likelihood, dtype=np.float32)
+    assert_allclose(from_file.latents, in_memory.latents, dtype=np.float32, scale=100)
