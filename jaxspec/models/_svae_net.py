@@ -128,8 +128,21 @@ def check_config(config) -> SVAEConfig:
     return config._replace(hidden=tuple(int(w) for w in h))
 
 
+_SQRT_HALF = float(np.sqrt(0.5))
+
+
+def gelu(x):
+    r"""Exact GELU, :math:`\tfrac{x}{2}\,(1 + \mathrm{erf}(x/\sqrt 2))`, the formula ``torch.nn.GELU`` evaluates.
+
+    ``jax.nn.gelu(x, approximate=False)`` goes through ``erfc`` instead (more accurate where
+    the value is below about 1e-7 in magnitude, i.e. ``x < -5``), whose range branches and
+    exponential cost the scatter-VAE train step about 5% on CPU.
+    """
+    return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(_SQRT_HALF, x.dtype)))
+
+
 class _MLP(nnx.Module):
-    """GELU (exact, as ``torch.nn.GELU``) hidden layers and a linear read-out."""
+    """GELU (exact, :func:`gelu`, as ``torch.nn.GELU``) hidden layers and a linear read-out."""
 
     def __init__(self, sizes: tuple, *, dtype: str, rngs: nnx.Rngs):
         for i, (a, b) in enumerate(itertools.pairwise(sizes)):
@@ -140,7 +153,7 @@ class _MLP(nnx.Module):
         for i in range(self.n_layers):
             x = getattr(self, f"layer_{i}")(x)
             if i < self.n_layers - 1:
-                x = jax.nn.gelu(x, approximate=False)
+                x = gelu(x)
         return x
 
 
