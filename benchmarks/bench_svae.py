@@ -278,7 +278,7 @@ def jaxspec_side(data_host: svae.SVAEBatch, args) -> tuple[dict, svae.SVAEParams
     out, trained = {"steps_per_epoch": n_steps, "dtype": str(data_host.x.dtype)}, params
     variants = {
         "fit": (time_fit, data_host),
-        "fit_16": (functools.partial(time_fit, steps_per_call=16), data_host),  # what scatter_vae.fit runs
+        "fit_16": (functools.partial(time_fit, steps_per_call=16), data_host),
         "host_keyed": (time_host_keyed, data_host),
         "fit_device": (time_fit, data_dev),
         "raw_loop": (time_raw_loop, data_dev),

@@ -74,8 +74,15 @@ def _n_rows(data, name: str) -> int:
 
 
 def _take(tree, idx):
-    """Rows ``idx`` of every leaf, gathered on the host for numpy (and memmap) leaves, on device for jax ones."""
-    return jax.tree_util.tree_map(lambda x: x[idx] if isinstance(x, jax.Array) else np.asarray(x[idx]), tree)
+    """Rows ``idx`` (a slice or integer array) of every leaf: on device for jax leaves, else on the host
+    (``np.take`` gathers rows about 1.5x faster than fancy indexing)."""
+
+    def one(x):
+        if isinstance(x, jax.Array):
+            return x[idx]
+        return np.asarray(x[idx] if isinstance(idx, slice) else np.take(x, idx, axis=0))
+
+    return jax.tree_util.tree_map(one, tree)
 
 
 def make_validation(loss_fn: Callable, data, *, batch_size: int, has_aux=False, key=None) -> Callable:
