@@ -42,7 +42,12 @@ faster torch run (``torch_best``); ``--torch-compile`` adds a run under ``torch.
 and appended as one JSON line to ``--out`` (default ``benchmarks/results.jsonl``; none with
 ``--quick`` unless given).
 
-Run: ``python benchmarks/bench_svae.py`` (500,000 stars), ``python benchmarks/bench_svae.py --quick``.
+``--rounds R`` replaces all of the above by ``R`` rounds of ``fit`` and the reference in turn
+(``svae_epoch_vs_torch_alternating``): this VM's speed drifts by tens of percent over minutes, so
+timings taken minutes apart make a poor ratio; the rounds' timed epochs are pooled.
+
+Run: ``python benchmarks/bench_svae.py`` (500,000 stars), ``python benchmarks/bench_svae.py --quick``,
+``python benchmarks/bench_svae.py --rounds 3 --torch-compile --torch-omp default``.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxspec._bench import machine_info
+from jaxspec._bench import write_record
 from jaxspec.data import mock
 from jaxspec.models import scatter_vae as svae
 from jaxspec.optim import train
@@ -359,6 +364,47 @@ def torch_side(data_host, init: svae.SVAEParams, args, *, compile_: bool = False
     return out
 
 
+# -- alternating rounds -----------------------------------------------------------------------
+
+
+def alternating(data_host, args) -> dict:
+    """``fit`` and the reference (and ``torch.compile`` with ``--torch-compile``) in turn, ``--rounds`` times.
+
+    The speed of this VM drifts by tens of percent over minutes, so a ratio of two runs minutes
+    apart says little; here each round times a warm-up and ``--repeats`` epochs of each side,
+    and the ratios are of the medians pooled over all rounds' timed epochs (and per round).
+    """
+    config = svae.SVAEConfig(batch_size=BATCH)
+    n_steps = _n_rows(data_host) // BATCH
+    init = initial_params(args.seed)
+    optimizer = svae.make_optimizer(config, n_steps)
+    step = train.make_train_step(svae.batch_loss(config), optimizer, has_aux=True)
+    key = jax.random.fold_in(jax.random.key(args.seed), 2)
+    sides = ("fit", "torch") + ("torch_compiled",) * args.torch_compile
+    times, rounds = {side: [] for side in sides}, []
+    passive = args.torch_omp == ["passive"]
+    for r in range(args.rounds):
+        load = _load()
+        fit, _ = time_fit(step, init, optimizer.init(init), data_host, jax.random.fold_in(key, r), args.repeats)
+        print(f"round {r}: jaxspec fit {fit['median_s']:.3f} s/epoch (load {[load, _load()]})", flush=True)
+        row = {"fit": fit["median_s"]}
+        times["fit"] += fit["times_s"]
+        for side in sides[1:]:
+            ref = torch_side(data_host, init, args, compile_=side == "torch_compiled", passive=passive)
+            row[side] = ref["epoch_median_s"]
+            times[side] += ref["epoch_times_s"]
+        rounds.append(row)
+    med = {side: statistics.median(t) for side, t in times.items()}
+    return {
+        "rounds": rounds,
+        "times_s": times,
+        "median_s": med,
+        "ratio": {side: med[side] / med["fit"] for side in sides[1:]},
+        "ratio_per_round": [{side: row[side] / row["fit"] for side in sides[1:]} for row in rounds],
+        "torch_omp": "passive" if passive else "default",
+    }
+
+
 # -- main -------------------------------------------------------------------------------------
 
 
@@ -375,6 +421,8 @@ def main(argv=None) -> dict:
                     help="OpenMP wait policies to run the reference with; the faster one sets the ratio")  # fmt: skip
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--all-variants", action="store_true", help="also the host_keyed, fit_device, gathered loops")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="instead of the variants: alternate fit and the reference this many times")  # fmt: skip
     ap.add_argument("--tmp", default=tempfile.gettempdir())
     ap.add_argument("--out", default=None, help="append the JSON record here ('' for none)")
     args = ap.parse_args(argv)
@@ -391,8 +439,11 @@ def main(argv=None) -> dict:
     t_pre = time.perf_counter() - t0
     print(f"{args.n_stars} mock XP stars in {t_gen:.3g} s, preprocessed in {t_pre:.3g} s", flush=True)
 
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "benchmark": "svae_epoch_vs_torch"}
-    record.update(n_stars=args.n_stars, batch_size=BATCH, repeats=args.repeats, generate_s=t_gen, preprocess_s=t_pre)
+    record = {"n_stars": args.n_stars, "batch_size": BATCH, "repeats": args.repeats}
+    record.update(generate_s=t_gen, preprocess_s=t_pre)
+    if args.rounds:
+        record["alternating"] = alternating(data_host, args)
+        return write_record("svae_epoch_vs_torch_alternating", record, args.out)
     record["jaxspec"], params = jaxspec_side(data_host, args)
     record["encode"] = encode_throughput(raw, data_host, params, stats, args)
     if not args.skip_torch:
@@ -408,12 +459,7 @@ def main(argv=None) -> dict:
             {k: record["torch_compiled"]["epoch_median_s"] / record["jaxspec"][k]["median_s"] for k in METHODS}
             if args.torch_compile else None
         )  # fmt: skip
-    record["machine"] = machine_info()
-    print(json.dumps({k: v for k, v in record.items() if k != "machine"}, indent=1))
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-    return record
+    return write_record("svae_epoch_vs_torch", record, args.out)
 
 
 if __name__ == "__main__":
