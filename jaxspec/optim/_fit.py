@@ -243,7 +243,7 @@ def fit(
         can matter where a call costs more than the step (small networks on a GPU).  The
         same batches and step keys as one step per call (results equal to rounding).
         Only for a step without a mesh.  On 2 CPU cores it did not pay for the scatter
-        VAE: 5.66 s per epoch at 16 against 4.46 s at 1 (``benchmarks/bench_svae.py``).
+        VAE: 3.66 s per epoch at 16 against 2.52 s at 1 (``benchmarks/bench_svae.py``).
     progress : bool
         ``tqdm`` bar over epochs with the losses.
 
