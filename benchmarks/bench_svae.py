@@ -42,7 +42,8 @@ faster torch run (``torch_best``); ``--torch-compile`` adds a run under ``torch.
 and appended as one JSON line to ``--out`` (default ``benchmarks/results.jsonl``; none with
 ``--quick`` unless given).
 
-``--rounds R`` replaces all of the above by ``R`` rounds of ``fit`` and the reference in turn
+``--rounds R`` replaces all of the above by ``R`` rounds of ``fit``, the XLA floor
+(:func:`floor_step`, the network's matmuls alone, in the ``raw_loop``) and the reference in turn
 (``svae_epoch_vs_torch_alternating``): this VM's speed drifts by tens of percent over minutes, so
 timings taken minutes apart make a poor ratio; the rounds' timed epochs are pooled.
 
@@ -64,7 +65,9 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxspec._bench import write_record
 from jaxspec.data import mock
@@ -367,8 +370,37 @@ def torch_side(data_host, init: svae.SVAEParams, args, *, compile_: bool = False
 # -- alternating rounds -----------------------------------------------------------------------
 
 
+def floor_step(optimizer):
+    """A lower bound on any XLA train step of this network: its matmuls, bias adds and loss alone.
+
+    No activations (identity instead of GELU), no mask, no gradient clipping, no metrics but the
+    loss; plain ``jnp`` matmuls on the batch, not the per-star ``vmap``.
+    """
+
+    def run(layers, h):
+        for i in range(len(layers)):
+            h = h @ layers[f"layer_{i}"]["kernel"] + layers[f"layer_{i}"]["bias"]
+        return h
+
+    def loss(params, batch, key):
+        mu, logvar = jnp.split(run(params.encoder, batch.x), 2, axis=-1)
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+        x_hat, s = run(params.decoder, z), jax.nn.softplus(run(params.scatter, z))
+        var = jnp.square(batch.sigma) + jnp.square(s)
+        kl = jnp.square(mu) + jnp.exp(logvar) - 1.0 - logvar
+        return 0.5 * jnp.mean(jnp.square(batch.x - x_hat) / var + jnp.log(var)) + 0.5 * jnp.mean(kl)
+
+    def step(params, opt_state, batch, key):
+        value, grads = jax.value_and_grad(loss)(params, batch, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, {"loss": value}
+
+    return jax.jit(step)
+
+
 def alternating(data_host, args) -> dict:
-    """``fit`` and the reference (and ``torch.compile`` with ``--torch-compile``) in turn, ``--rounds`` times.
+    """``fit``, :func:`floor_step` and the reference (and ``torch.compile`` with ``--torch-compile``) in turn,
+    ``--rounds`` times.
 
     The speed of this VM drifts by tens of percent over minutes, so a ratio of two runs minutes
     apart says little; here each round times a warm-up and ``--repeats`` epochs of each side,
@@ -380,16 +412,21 @@ def alternating(data_host, args) -> dict:
     optimizer = svae.make_optimizer(config, n_steps)
     step = train.make_train_step(svae.batch_loss(config), optimizer, has_aux=True)
     key = jax.random.fold_in(jax.random.key(args.seed), 2)
-    sides = ("fit", "torch") + ("torch_compiled",) * args.torch_compile
+    plain = svae.make_optimizer(config._replace(clip_norm=None), n_steps)
+    floor, data_dev = floor_step(plain), jax.device_put(data_host)
+    sides = ("fit", "xla_floor", "torch") + ("torch_compiled",) * args.torch_compile
     times, rounds = {side: [] for side in sides}, []
     passive = args.torch_omp == ["passive"]
     for r in range(args.rounds):
         load = _load()
         fit, _ = time_fit(step, init, optimizer.init(init), data_host, jax.random.fold_in(key, r), args.repeats)
-        print(f"round {r}: jaxspec fit {fit['median_s']:.3f} s/epoch (load {[load, _load()]})", flush=True)
-        row = {"fit": fit["median_s"]}
+        low, _ = time_raw_loop(floor, init, plain.init(init), data_dev, jax.random.fold_in(key, r), args.repeats)
+        print(f"round {r}: jaxspec fit {fit['median_s']:.3f}, XLA floor {low['median_s']:.3f} s/epoch "
+              f"(load {[load, _load()]})", flush=True)  # fmt: skip
+        row = {"fit": fit["median_s"], "xla_floor": low["median_s"]}
         times["fit"] += fit["times_s"]
-        for side in sides[1:]:
+        times["xla_floor"] += low["times_s"]
+        for side in sides[2:]:
             ref = torch_side(data_host, init, args, compile_=side == "torch_compiled", passive=passive)
             row[side] = ref["epoch_median_s"]
             times[side] += ref["epoch_times_s"]
@@ -399,8 +436,9 @@ def alternating(data_host, args) -> dict:
         "rounds": rounds,
         "times_s": times,
         "median_s": med,
-        "ratio": {side: med[side] / med["fit"] for side in sides[1:]},
-        "ratio_per_round": [{side: row[side] / row["fit"] for side in sides[1:]} for row in rounds],
+        "ratio": {side: med[side] / med["fit"] for side in sides[2:]},
+        "ratio_per_round": [{side: row[side] / row["fit"] for side in sides[2:]} for row in rounds],
+        "ratio_floor": {side: med[side] / med["xla_floor"] for side in sides[2:]},  # the most any XLA step could reach
         "torch_omp": "passive" if passive else "default",
     }
 
