@@ -262,8 +262,9 @@ def test_memmap_with_nan_read_from_the_file(tmp_path, rows):
     mask = np.random.default_rng(5).random(x.shape) < 0.03
     np.save(tmp_path / "x.npy", np.where(mask, np.nan, x).astype(np.float32))
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")[rows]
+    readable = rows == slice(None) and _ppca_data._dtype() == np.float32  # float64 runs convert, so copy
     with _ppca_data._row_reader(mm) as read:
-        assert (read is not None) == (rows == slice(None))  # numpy keeps the parent's offset on a slice
+        assert (read is not None) == readable  # numpy keeps the parent's offset on a slice: no reads
     from_file = fit(mm, chunk_size=16, tol=1e-8, max_iter=40)
     in_memory = fit(x[rows], mask=mask[rows], chunk_size=16, tol=1e-8, max_iter=40)
     assert_allclose(from_file.log_likelihood, in_memory.log_likelihood, dtype=np.float32)
