@@ -1,9 +1,11 @@
-"""Shared fixtures: the ../shared data folder and dtype-aware tolerances."""
+"""Shared fixtures: the ../shared data folder, dtype-aware tolerances, a compilation counter."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -28,3 +30,19 @@ def assert_allclose(actual, desired, *, dtype=None, scale: float = 1.0, **kwargs
     kwargs.setdefault("rtol", tol)
     kwargs.setdefault("atol", tol)
     np.testing.assert_allclose(actual, np.asarray(desired), **kwargs)
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """A list that gets one entry per XLA compilation made inside the ``with`` block."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

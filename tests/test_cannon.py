@@ -7,14 +7,13 @@ heteroscedastic flux errors, and about 10% of the pixels masked.
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
 
 import jaxspec.io
 from jaxspec.data.containers import Labels, Spectra
 from jaxspec.models import cannon
-from tests.conftest import assert_allclose
+from tests.conftest import assert_allclose, count_compiles
 
 NAMES = ("TEFF", "LOGG")
 N_STARS, N_PIX, M = 400, 12, 2
@@ -264,18 +263,9 @@ def test_save_load_roundtrip(tmp_path, data, trained):
 
 
 def test_infer_labels_compiles_once(data, trained):
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
     first = cannon.infer_labels(trained.model, (data.flux[:20], data.ivar[:20]))
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with count_compiles() as compiles:
         second = cannon.infer_labels(trained.model, (data.flux[20:40], data.ivar[20:40]))
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert len(compiles) == 0, f"second infer_labels call compiled {len(compiles)} time(s)"
     assert first.converged.all() and second.converged.all()
     rmse = np.sqrt(np.mean((np.asarray(second.labels.values, np.float64) - data.labels[20:40]) ** 2, axis=0))

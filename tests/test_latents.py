@@ -11,7 +11,7 @@ import pytest
 from jaxspec.data.containers import Labels, Spectra
 from jaxspec.optim import sharding
 from jaxspec.optim.latents import FitOptions, GaussianPrior, LatentFit, fit_latents
-from tests.conftest import assert_allclose
+from tests.conftest import assert_allclose, count_compiles
 
 N_STARS, N_OUT, P = 6, 24, 3
 
@@ -210,24 +210,15 @@ def test_chunked_and_sharded_equals_one_chunk():
 
 @pytest.mark.parametrize("method", ["linear", "levenberg_marquardt"])
 def test_second_call_does_not_recompile(method):
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
     params, y, ivar = linear_problem()
     options = FitOptions(chunk_size=4, maxiter=20)
     kwargs = {"method": method, "options": options, "progress": False}
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with count_compiles() as compiles:
         fit_latents(decode_linear, params, (y, ivar), np.zeros(P), **kwargs)
         first = len(compiles)
         _, y2, ivar2 = linear_problem(seed=5)
         fit = fit_latents(decode_linear, params, (y2, ivar2), np.zeros(P), **kwargs)
         jax.block_until_ready(fit)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert first > 0
     assert len(compiles) == first, f"second call compiled {len(compiles) - first} more time(s)"
 

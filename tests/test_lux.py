@@ -20,7 +20,7 @@ from jaxspec.data.containers import Labels, Spectra, default_float
 from jaxspec.models import _lux_steps as steps
 from jaxspec.models import lux
 from jaxspec.optim.solvers import weighted_lstsq
-from tests.conftest import assert_allclose
+from tests.conftest import assert_allclose, count_compiles
 
 NAMES = ("TEFF", "LOGG", "MG_FE")
 N_STARS, N_TRAIN, N_PIX, N_BLIND = 100, 70, 40, 20
@@ -489,12 +489,6 @@ def test_derivative_spectra_map_flux_changes_to_label_changes(trained):
 
 
 def test_test_step_compiles_once(data, trained):
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
     labels, spectra = data.test
     lux.predict_labels(trained.model, spectra, progress=False)  # warm
     lux.predict_spectra(trained.model, labels, omega=OMEGA, progress=False)
@@ -502,14 +496,11 @@ def test_test_step_compiles_once(data, trained):
     other_labels = labels.replace(
         values=np.asarray(labels.values)[::-1].copy(), ivar=np.asarray(labels.ivar)[::-1].copy()
     )
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with count_compiles() as compiles:
         pred = lux.predict_labels(trained.model, other, progress=False)
         jax.block_until_ready(pred.labels.values)
         n_labels = len(compiles)
         flux = lux.predict_spectra(trained.model, other_labels, omega=OMEGA, progress=False).spectra.flux
         jax.block_until_ready(flux)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert n_labels == 0, f"second predict_labels call compiled {n_labels} time(s)"
     assert len(compiles) == n_labels, f"second predict_spectra call compiled {len(compiles) - n_labels} time(s)"

@@ -12,7 +12,7 @@ from jaxspec import Labels, Spectra, io
 from jaxspec.data.preprocess import Standardizer
 from jaxspec.models import lux, lux_mlp
 from jaxspec.optim import _fit
-from tests.conftest import assert_allclose
+from tests.conftest import assert_allclose, count_compiles
 
 N_TRAIN, N_TEST, N_PIX = 160, 100, 30
 WAVE = 15000.0 + np.arange(N_PIX, dtype=np.float64)
@@ -176,17 +176,8 @@ def test_prediction_does_not_recompile(case, request, tmp_path):
     lux_mlp.predict_labels_mlp(mlp.model, test_spectra, progress=False)
     loaded = io.load(io.save(tmp_path / "m", mlp.model))
     other = test_spectra.replace(flux=np.asarray(test_spectra.flux) + 1e-3)
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with count_compiles() as compiles:
         jax.block_until_ready(lux_mlp.predict_labels_mlp(loaded, other, progress=False).z)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert not compiles, f"prediction compiled {len(compiles)} more time(s)"
 
 

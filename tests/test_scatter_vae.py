@@ -14,7 +14,7 @@ from jaxspec.data import mock
 from jaxspec.data.gaia_xp import read_xp_continuous
 from jaxspec.models import scatter_vae as sv
 from tests._multidevice import run_in_subprocess
-from tests.conftest import assert_allclose
+from tests.conftest import assert_allclose, count_compiles
 
 SMALL = sv.SVAEConfig(hidden=(12, 8), latent_dim=3, batch_size=32, epochs=3)
 
@@ -268,17 +268,8 @@ def test_encode_in_chunks_equals_at_once_and_compiles_once(xp, trained):
     assert mu.shape == logvar.shape == (300, 6)
     assert_allclose(mu7, mu)
     assert_allclose(logvar7, logvar)
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with count_compiles() as compiles:
         sv.encode(model, (xp.coefficients[:50], xp.errors[:50]), xp.phot_g_mean_flux[:50], chunk_size=7, progress=False)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert not compiles, f"encode compiled {len(compiles)} more time(s)"
 
 
