@@ -274,3 +274,13 @@ def test_memmap_with_nan_read_from_the_file(tmp_path, rows):
     in_memory = fit(x[rows], mask=mask[rows], chunk_size=16, tol=1e-8, max_iter=40)
     assert_allclose(from_file.log_likelihood, in_memory.log_likelihood, dtype=np.float32)
     assert_allclose(from_file.latents, in_memory.latents, dtype=np.float32, scale=100)
+
+
+@pytest.mark.parametrize("k", [1, 7, 8, 9, 30])
+def test_batched_triangular_inverse(k):
+    """The batched lower-triangular inverse of the E-step against numpy, and exactly lower-triangular."""
+    a = np.random.default_rng(k).normal(size=(6, k, k))
+    chol = np.linalg.cholesky(a @ a.transpose(0, 2, 1) + k * np.eye(k))
+    got = np.asarray(ppca._tri_inv(jax.numpy.asarray(chol, _ppca_data._dtype())))
+    assert_allclose(got, np.linalg.inv(chol), dtype=_ppca_data._dtype(), scale=0.1)
+    assert np.all(np.triu(got, 1) == 0)
