@@ -274,6 +274,7 @@ def test_memmap_with_nan_read_from_the_file(tmp_path, rows):
     in_memory = fit(x[rows], mask=mask[rows], chunk_size=16, tol=1e-8, max_iter=40)
     assert_allclose(from_file.log_likelihood, in_memory.log_likelihood, dtype=np.float32)
     assert_allclose(from_file.latents, in_memory.latents, dtype=np.float32, scale=100)
+    assert "bufs" not in _ppca_data._SCRATCH.__dict__  # the calling thread keeps no scratch arrays
 
 
 @pytest.mark.parametrize("k", [1, 7, 8, 9, 30])

@@ -275,6 +275,7 @@ def _scan_sparse(x, ivar, mask, chunk, mean):
     if src is None or not finite.all():
         copy = src = _aligned((n, d))
     ok = ~_flags(ivar, mask, 0, first.shape[0], d) & finite
+    _SCRATCH.__dict__.pop("bufs", None)  # this thread's scratch (the workers' go with their threads)
     shift = (np.where(ok, first, 0.0).sum(0, dtype=np.float64) / np.maximum(ok.sum(0), 1)).astype(_dtype())
     del first, finite, ok
     s1, s2, cnt, idx, xm, tail, fixes = np.zeros(d), np.zeros(d), np.zeros(d, np.int64), [], [], None, {}
