@@ -41,10 +41,11 @@ Each M-step is followed by the PX-EM rescaling of ``W`` (Liu, Rubin & Wu
 the signal dominates the noise.  EM starts from two passes of randomised
 subspace iteration (``K + 10`` columns, drawn from ``key``) on the centred,
 zero-filled data and Tipping & Bishop's closed form on its Ritz pairs, so a
-fit is a deterministic, bitwise-reproducible function of ``key``.  Beyond
-about 32,768 stars the start uses every ``s``-th chunk only (a start, not
-the fit: EM then runs on all stars; at the paper's 151,145 stars this took
-the start from 10.6 s to 2.8 s with the same number of EM iterations).  The data
+fit is a deterministic, bitwise-reproducible function of ``key``.  From
+65,536 stars on, the start uses every ``s``-th chunk only, ``s = N // 32768``
+(32,768 to 65,535 stars; a start, not the fit: EM then runs on all stars).
+At the paper's 151,145 stars that is every 4th chunk, 37,888 stars, and it
+took the start from 10.6 s to 2.8 s with the same number of EM iterations.  The data
 stream through fixed-size chunks of stars (padded; compiled once per
 shape): float32 input that is C-contiguous and 64-byte aligned (an
 ``np.memmap`` of a ``.npy`` file, say) is read in place, other input is copied
@@ -75,7 +76,7 @@ from jaxspec.models._ppca_kernels import _estep_chunk, _power
 __all__ = ["PPCAResult", "fit_ppca", "transform"]
 
 _INIT_PASSES = 2  # passes of the randomised subspace iteration that starts EM
-_INIT_STARS = 32768  # about this many stars (every s-th chunk) suffice for the starting subspace
+_INIT_STARS = 32768  # the start uses every (N // this)-th chunk: at least this many stars, under twice it
 _DIRECT_MAX = 512  # transform() of at most this many stars: direct float64 solves, no compilation
 _OVERSAMPLE = 10
 
@@ -237,7 +238,7 @@ def _check_key(key):
 def _init(prep: _Data, k: int, key):
     """Randomised subspace iteration on the centred, zero-filled data; Rayleigh-Ritz; PPCA closed form.
 
-    Runs on every ``stride``-th chunk, about ``_INIT_STARS`` stars spread over the whole input.
+    Runs on every ``stride``-th chunk (``_INIT_STARS`` to twice that many stars, spread over the whole input).
     """
     d = prep.mean.shape[0]
     n_chunks = -(-prep.n // prep.chunk)
