@@ -10,14 +10,25 @@ refuses object arrays, a missing or malformed ``__metadata__`` and unknown
 families or classes, and rebuilds the model from registered classes only, so
 loading a file can never run code from the file.
 
+Stable names
+------------
+Classes are named in files by a stable name of their own (``"lux.Model"``,
+``"svae.Config"``), never by their module path, so modules can move without
+breaking a saved model.  :data:`MODULES` says which module registers the names
+under each prefix: :func:`load` imports it on demand, so ``jaxspec.io.load(path)``
+works in a fresh interpreter.  Files of format 1 (jaxspec 0.1) named classes by
+module path; :data:`ALIASES` maps those names to today's.  When a class changes
+its fields it raises its ``version`` and passes an ``upgrade(fields, version)``
+that turns the fields of an older version into today's; files keep loading.
+
 Model families make their classes loadable with :func:`register`::
 
-    @jaxspec.io.register("lux")           # a top-level model family
+    @jaxspec.io.register("lux.Model", family="lux")   # a top-level model family
     @dataclasses.dataclass(frozen=True)
-    class LuxModel: ...
+    class Model: ...
 
-    @jaxspec.io.register()                # a building block (NamedTuple or dataclass)
-    class LuxParams(NamedTuple): ...
+    @jaxspec.io.register("lux.Params")                # a building block (NamedTuple or dataclass)
+    class Params(NamedTuple): ...
 
 Writes are atomic: the archive is written to a temporary file in the target
 folder and renamed over the destination, so a crash never leaves half a file.
@@ -27,10 +38,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib
 import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,32 +52,101 @@ import numpy as np
 
 from jaxspec._version import __version__
 
-__all__ = ["families", "info", "load", "register", "save"]
+__all__ = ["ALIASES", "MODULES", "families", "info", "load", "register", "save"]
 
 FORMAT = "jaxspec-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE = (1, 2)  # 1: jaxspec 0.1, classes named by module path (read through ALIASES)
 _META_KEY = "__metadata__"
 
+#: Stable-name prefix (everything before the class name) -> the module that registers those names.
+MODULES: dict[str, str] = {
+    "data": "jaxspec.data.preprocess",
+    "lux": "jaxspec.models.lux",
+    "lux.mlp": "jaxspec.models.lux_mlp",
+    "cannon": "jaxspec.models.cannon",
+    "ppca": "jaxspec.models.ppca",
+    "rsca": "jaxspec.models.rsca",
+    "svae": "jaxspec.models.scatter_vae",
+}
+
+#: Model family -> the stable name of its model class.
+FAMILY_CLASSES: dict[str, str] = {
+    "cannon": "cannon.Model",
+    "lux": "lux.Model",
+    "lux_mlp": "lux.mlp.Model",
+    "rsca": "rsca.Model",
+    "svae": "svae.Model",
+}
+
+#: Class names in files of format 1 (module paths of jaxspec 0.1) -> stable names.  Never remove an entry.
+ALIASES: dict[str, str] = {
+    "jaxspec.data.preprocess.Standardizer": "data.Standardizer",
+    "jaxspec.models.lux.LuxModel": "lux.Model",
+    "jaxspec.models.lux.LuxParams": "lux.Params",
+    "jaxspec.models.lux_mlp.LuxMLPModel": "lux.mlp.Model",
+    "jaxspec.models.lux_mlp.MLPParams": "lux.mlp.Params",
+    "jaxspec.models.cannon.CannonModel": "cannon.Model",
+    "jaxspec.models.rsca.RSCAModel": "rsca.Model",
+    "jaxspec.models._rsca_metric.RSCAMetric": "rsca.Metric",
+    "jaxspec.models.scatter_vae.SVAEModel": "svae.Model",
+    "jaxspec.models._svae_net.SVAEConfig": "svae.Config",
+    "jaxspec.models._svae_net.SVAEParams": "svae.Params",
+    "jaxspec.models._svae_data.SVAEStats": "svae.Stats",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    cls: type
+    version: int
+    upgrade: Callable[[dict, int], dict] | None
+
+
 _FAMILIES: dict[str, type] = {}
-_TYPES: dict[str, type] = {}
+_TYPES: dict[str, _Entry] = {}
+_NAMES: dict[type, str] = {}
 
 
-def register(family: str | None = None):
-    """Class decorator: allow a NamedTuple or dataclass in model files.
+def register(
+    name: str,
+    *,
+    family: str | None = None,
+    version: int = 1,
+    upgrade: Callable[[dict, int], dict] | None = None,
+):
+    """Class decorator: allow a NamedTuple or dataclass in model files under a stable ``name``.
 
     Parameters
     ----------
+    name : str
+        The name written in files, ``"<prefix>.<Class>"`` (e.g. ``"lux.Model"``);
+        it never changes once files exist.  Its prefix is a key of :data:`MODULES`
+        for jaxspec's own classes, so :func:`load` can import the module.
     family : str, optional
         Name of a model family (``"lux"``, ``"rsca"``, ...) when the class is
         a top-level model that :func:`save` accepts.  Omit it for building
         blocks (params, configs) that appear inside a model.
+    version : int
+        Layout version of the class's fields (1 until they first change).
+    upgrade : callable, optional
+        ``upgrade(fields, version) -> fields``: the decoded fields of an older
+        ``version`` as this version's (needed once ``version > 1``).
     """
+    if not isinstance(name, str) or not name or name.startswith("jaxspec."):
+        raise ValueError(f"name: expected a stable class name such as 'lux.Model', found {name!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version: expected an int >= 1, found {version!r}")
+    if version > 1 and upgrade is None:
+        raise ValueError(f"upgrade: version {version} of {name!r} needs an upgrade from older versions")
 
     def deco(cls: type) -> type:
         if not (_is_namedtuple_type(cls) or dataclasses.is_dataclass(cls)):
             raise TypeError(f"register: expected a NamedTuple or dataclass, found {cls!r}")
-        name = f"{cls.__module__}.{cls.__qualname__}"
-        _TYPES[name] = cls
+        if name in _TYPES and _TYPES[name].cls is not cls:
+            raise ValueError(f"name: {name!r} is already registered to {_TYPES[name].cls!r}")
+        _TYPES[name] = _Entry(cls, version, upgrade)
+        _NAMES[cls] = name
         if family is not None:
             if family in _FAMILIES and _FAMILIES[family] is not cls:
                 raise ValueError(f"family: {family!r} is already registered to {_FAMILIES[family]!r}")
@@ -76,8 +158,34 @@ def register(family: str | None = None):
 
 
 def families() -> list[str]:
-    """Names of the registered model families."""
-    return sorted(_FAMILIES)
+    """Names of the model families this jaxspec can save and load (imported or not)."""
+    return sorted(set(FAMILY_CLASSES) | set(_FAMILIES))
+
+
+def _import_for(name: str) -> None:
+    """Import the module that registers the stable ``name`` (its longest prefix in :data:`MODULES`)."""
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        module = MODULES.get(".".join(parts[:i]))
+        if module is not None:
+            importlib.import_module(module)
+            return
+
+
+def _entry(name: Any) -> _Entry | None:
+    """The registered class behind a stable or format-1 name, importing its module on demand."""
+    if not isinstance(name, str):
+        return None
+    name = ALIASES.get(name, name)
+    if name not in _TYPES:
+        _import_for(name)
+    return _TYPES.get(name)
+
+
+def _family_class(family: str) -> type | None:
+    if family not in _FAMILIES and family in FAMILY_CLASSES:
+        _entry(FAMILY_CLASSES[family])
+    return _FAMILIES.get(family)
 
 
 def _is_namedtuple_type(cls: Any) -> bool:
@@ -97,15 +205,17 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray], path: str) -> Any:
         arrays[key] = arr
         return {"t": "array", "key": key}
     cls = type(obj)
-    name = f"{cls.__module__}.{cls.__qualname__}"
+    name = _NAMES.get(cls, f"{cls.__module__}.{cls.__qualname__}")
     if _is_namedtuple_type(cls) or dataclasses.is_dataclass(obj):
-        if _TYPES.get(name) is not cls:
+        if cls not in _NAMES:
             raise TypeError(f"model{path}: class {name} is not registered with jaxspec.io.register")
         if _is_namedtuple_type(cls):
             fields = {f: getattr(obj, f) for f in cls._fields}
         else:
             fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
-        return {"t": "obj", "cls": name, "fields": {k: _encode(v, arrays, f"{path}.{k}") for k, v in fields.items()}}
+        node = {"t": "obj", "cls": name, "fields": {k: _encode(v, arrays, f"{path}.{k}") for k, v in fields.items()}}
+        version = _TYPES[name].version
+        return node if version == 1 else {**node, "v": version}
     if isinstance(obj, dict):
         if not all(isinstance(k, str) for k in obj):
             raise TypeError(f"model{path}: dict keys must be str")
@@ -135,10 +245,23 @@ def _decode(node: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
         items = [_decode(v, arrays, where) for v in node["items"]]
         return items if kind == "list" else tuple(items)
     if kind == "obj":
-        cls = _TYPES.get(node.get("cls"))
-        if cls is None:
+        entry = _entry(node.get("cls"))
+        if entry is None:
             raise ValueError(f"{where}: the file needs class {node.get('cls')!r}, unknown to this jaxspec")
-        return cls(**{k: _decode(v, arrays, where) for k, v in node["fields"].items()})
+        version = node.get("v", 1)
+        if not isinstance(version, int) or not 1 <= version <= entry.version:
+            raise ValueError(
+                f"{where}: class {node['cls']!r} of layout version {version!r}; this jaxspec reads 1..{entry.version}"
+            )
+        if not isinstance(node.get("fields"), dict):
+            raise ValueError(f"{where}: malformed model structure in metadata (class {node['cls']!r} has no fields)")
+        fields = {k: _decode(v, arrays, where) for k, v in node["fields"].items()}
+        if version < entry.version:
+            fields = entry.upgrade(fields, version)
+        try:
+            return entry.cls(**fields)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: cannot rebuild class {node['cls']!r} from the file ({exc})") from None
     raise ValueError(f"{where}: unknown node kind {kind!r} in metadata")
 
 
@@ -161,7 +284,7 @@ def save(path: str | os.PathLike, model: Any, *, metadata: dict | None = None) -
     pathlib.Path
         The path written.
     """
-    family = getattr(type(model), "_jaxspec_family", None)
+    family = type(model).__dict__.get("_jaxspec_family")
     if family is None or _FAMILIES.get(family) is not type(model):
         raise TypeError(f"model: expected an instance of a registered model family {families()}, found {type(model)!r}")
     path = Path(path)
@@ -241,8 +364,8 @@ def _read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         raise ValueError(f"{path}: {_META_KEY} is not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path}: metadata does not declare format {FORMAT!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {meta.get('format_version')!r}; this jaxspec reads {FORMAT_VERSION}")
+    if meta.get("format_version") not in _READABLE:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')!r}; this jaxspec reads {list(_READABLE)}")
     for k in ("family", "tree"):
         if k not in meta:
             raise ValueError(f"{path}: metadata lacks the {k!r} field")
@@ -272,11 +395,12 @@ def load(path: str | os.PathLike, *, family: str | None = None) -> Any:
     """
     meta, arrays = _read(path)
     fam = meta["family"]
-    if fam not in _FAMILIES:
-        raise ValueError(f"{path}: unknown model family {fam!r}; known: {families()} (import its module first?)")
+    cls = _family_class(fam) if isinstance(fam, str) else None
+    if cls is None:
+        raise ValueError(f"{path}: unknown model family {fam!r}; known: {families()}")
     if family is not None and fam != family:
         raise ValueError(f"{path}: holds a {fam!r} model, expected {family!r}")
     model = _decode(meta["tree"], arrays, str(path))
-    if type(model) is not _FAMILIES[fam]:
+    if type(model) is not cls:
         raise ValueError(f"{path}: top-level object is {type(model).__name__}, not the {fam!r} model class")
     return model

@@ -14,14 +14,14 @@ from jaxspec import io
 from jaxspec.data.preprocess import Standardizer  # registered with io by its module
 
 
-@io.register()
+@io.register("test.Params")
 class _Params(NamedTuple):
     A: np.ndarray
     B: jnp.ndarray
     ln_s: np.ndarray
 
 
-@io.register("test-toy")
+@io.register("test.Toy", family="test-toy")
 @dataclasses.dataclass(frozen=True)
 class _Toy:
     params: _Params
@@ -32,7 +32,7 @@ class _Toy:
     step: int = 0
 
 
-@io.register("test-other")
+@io.register("test.Other", family="test-other")
 @dataclasses.dataclass(frozen=True)
 class _Other:
     x: np.ndarray
@@ -108,6 +108,12 @@ def test_missing_or_foreign_metadata_is_refused(tmp_path):
     np.savez(tmp_path / "cls.npz", **entries)
     with pytest.raises(ValueError, match="needs class 'os.system'"):
         io.load(tmp_path / "cls.npz")
+    meta["tree"]["cls"] = "test.Toy"
+    del meta["tree"]["fields"]["step"], meta["tree"]["fields"]["params"]
+    entries["__metadata__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "fields.npz", **entries)
+    with pytest.raises(ValueError, match=r"fields.npz: cannot rebuild class 'test.Toy' .*params"):
+        io.load(tmp_path / "fields.npz")
     entries["__metadata__"] = np.array("{not json")
     np.savez(tmp_path / "badjson.npz", **entries)
     with pytest.raises(ValueError, match="not valid JSON"):
@@ -145,3 +151,80 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         io.save(path, _toy(seed=1))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["toy.npz"]  # no temporary left behind
+
+
+def test_files_name_classes_by_stable_name(tmp_path):
+    path = io.save(tmp_path / "toy.npz", _toy())
+    with np.load(path) as npz:
+        meta = json.loads(str(npz["__metadata__"]))
+    assert meta["format_version"] == io.FORMAT_VERSION == 2
+    assert meta["tree"]["cls"] == "test.Toy"
+    assert meta["tree"]["fields"]["params"]["cls"] == "test.Params"
+    assert meta["tree"]["fields"]["standardizer"]["cls"] == "data.Standardizer"
+    with pytest.raises(ValueError, match="expected a stable class name"):
+        io.register("jaxspec.models.lux.LuxModel")
+    with pytest.raises(ValueError, match="already registered"):
+        io.register("test.Toy")(_Other)
+
+
+def test_format_1_names_are_read_through_the_alias_table(tmp_path, monkeypatch):
+    """A file written when classes were named by module path loads through ``io.ALIASES``."""
+    path = io.save(tmp_path / "toy.npz", _toy())
+    with np.load(path) as npz:
+        entries = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(entries["__metadata__"]))
+    meta["format_version"] = 1
+    meta["tree"]["cls"] = "tests.test_io._Toy"
+    meta["tree"]["fields"]["standardizer"]["cls"] = "jaxspec.data.preprocess.Standardizer"
+    entries["__metadata__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **entries)
+    with pytest.raises(ValueError, match="needs class 'tests.test_io._Toy'"):
+        io.load(tmp_path / "old.npz")
+    monkeypatch.setitem(io.ALIASES, "tests.test_io._Toy", "test.Toy")
+    back = io.load(tmp_path / "old.npz")
+    assert type(back) is _Toy and type(back.standardizer) is Standardizer and back.step == 7
+
+
+def test_an_older_layout_is_upgraded_and_a_newer_one_refused(tmp_path):
+    """A class that changes its fields raises its version; files of the old layout go through ``upgrade``."""
+
+    @io.register("test.Renamed", family="test-renamed")
+    @dataclasses.dataclass(frozen=True)
+    class Before:
+        scale: np.ndarray
+
+    path = io.save(tmp_path / "before.npz", Before(np.array([2.0, 4.0])))
+    with np.load(path) as npz:
+        assert "v" not in json.loads(str(npz["__metadata__"]))["tree"]  # version 1 is implicit
+
+    def upgrade(fields, version):
+        assert version == 1
+        return {"inverse_scale": 1.0 / fields["scale"], "note": "upgraded"}
+
+    io._TYPES.pop("test.Renamed"), io._FAMILIES.pop("test-renamed")
+    try:
+
+        @io.register("test.Renamed", family="test-renamed", version=2, upgrade=upgrade)
+        @dataclasses.dataclass(frozen=True)
+        class After:
+            inverse_scale: np.ndarray
+            note: str = ""
+
+        back = io.load(path)
+        assert type(back) is After and back.note == "upgraded"
+        np.testing.assert_array_equal(back.inverse_scale, [0.5, 0.25])
+        again = io.load(io.save(tmp_path / "after.npz", back))
+        assert again.note == "upgraded" and np.array_equal(again.inverse_scale, back.inverse_scale)
+        with np.load(tmp_path / "after.npz") as npz:
+            entries = {k: npz[k] for k in npz.files}
+        meta = json.loads(str(entries["__metadata__"]))
+        assert meta["tree"]["v"] == 2
+        meta["tree"]["v"] = 3
+        entries["__metadata__"] = np.array(json.dumps(meta))
+        np.savez(tmp_path / "newer.npz", **entries)
+        with pytest.raises(ValueError, match="layout version 3; this jaxspec reads 1..2"):
+            io.load(tmp_path / "newer.npz")
+    finally:
+        io._TYPES.pop("test.Renamed"), io._FAMILIES.pop("test-renamed")
+    with pytest.raises(ValueError, match="needs an upgrade"):
+        io.register("test.Other2", version=2)

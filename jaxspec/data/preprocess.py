@@ -239,4 +239,4 @@ def fit_standardizer(x: Labels | Spectra | np.ndarray, *, method: str = "percent
 
 
 # Standardizers live inside trained models, so model files may hold them.
-io.register()(Standardizer)
+io.register("data.Standardizer")(Standardizer)

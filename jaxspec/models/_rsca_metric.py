@@ -16,7 +16,7 @@ MAD_TO_SIGMA = 1.4826  # 1 / Phi^{-1}(3/4): MAD of a Gaussian times this is its 
 SIGMA_CLIP = 1e-6  # sigma_clust is clipped to [SIGMA_CLIP, 1 - SIGMA_CLIP]
 
 
-@io.register()
+@io.register("rsca.Metric")
 class RSCAMetric(NamedTuple):
     r"""Steps 2-4 of RSCA as arrays (float64).
 

@@ -26,7 +26,7 @@ from jaxspec.data.containers import default_float
 N_COEFF = 110  # 55 BP + 55 RP Hermite coefficients
 
 
-@io.register()
+@io.register("svae.Stats")
 class SVAEStats(NamedTuple):
     """Standardisation of the G-flux-normalised coefficients: ``center`` and ``scale``, float64 ``(110,)``."""
 

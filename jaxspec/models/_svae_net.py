@@ -41,7 +41,7 @@ SCHEDULES = ("exponential", "cosine", "constant")
 _JITTER_EPS = 8.0  # diagonal jitter of the unit-diagonal full covariance, in machine epsilons (1e-6 in float32)
 
 
-@io.register()
+@io.register("svae.Config")
 class SVAEConfig(NamedTuple):
     r"""Scatter-VAE sizes and training settings (defaults: Laroche & Speagle 2023).
 
@@ -88,7 +88,7 @@ class SVAEConfig(NamedTuple):
     clip_norm: float | None = 10.0
 
 
-@io.register()
+@io.register("svae.Params")
 class SVAEParams(NamedTuple):
     """Network weights, each the NNX state of one MLP as a nested dict (``{"layer_0": {"kernel", "bias"}, ...}``)."""
 

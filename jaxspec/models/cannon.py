@@ -66,7 +66,7 @@ def n_terms(n_labels: int) -> int:
     return 1 + n_labels + n_labels * (n_labels + 1) // 2
 
 
-@io.register("cannon")
+@io.register("cannon.Model", family="cannon")
 @dataclasses.dataclass(frozen=True)
 class CannonModel:
     """A trained Cannon (immutable; save with ``jaxspec.io.save``).

@@ -76,7 +76,7 @@ __all__ = [
 ]
 
 
-@io.register()
+@io.register("lux.Params")
 class LuxParams(NamedTuple):
     """Trained parameters: ``A`` ``(M, P)`` (standardised labels), ``B`` ``(L, P)`` (flux), ``ln_s`` ``(L,)``."""
 
@@ -85,7 +85,7 @@ class LuxParams(NamedTuple):
     ln_s: np.ndarray
 
 
-@io.register("lux")
+@io.register("lux.Model", family="lux")
 @dataclasses.dataclass(frozen=True)
 class LuxModel:
     """A trained Lux model (immutable; save with ``jaxspec.io.save``).

@@ -94,7 +94,7 @@ def _graphdef(n_in: int, hidden: tuple, n_out: int, dtype: str):
     return nnx.split(abstract)[0]
 
 
-@io.register()
+@io.register("lux.mlp.Params")
 class MLPParams(NamedTuple):
     r"""Trained parameters of :math:`g`: ``skip`` ``(n_out, P)`` (the matrix ``C``) and ``net``.
 
@@ -106,7 +106,7 @@ class MLPParams(NamedTuple):
     net: dict
 
 
-@io.register("lux_mlp")
+@io.register("lux.mlp.Model", family="lux_mlp")
 @dataclasses.dataclass(frozen=True)
 class LuxMLPModel:
     """Lux with one output nonlinear (immutable; save with ``jaxspec.io.save``).

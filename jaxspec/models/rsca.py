@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 
-@io.register("rsca")
+@io.register("rsca.Model", family="rsca")
 @dataclasses.dataclass(frozen=True)
 class RSCAModel:
     r"""A trained RSCA model: spectra -> metric space (immutable; ``jaxspec.io.save``).

@@ -103,7 +103,7 @@ __all__ = [
 ]
 
 
-@io.register("svae")
+@io.register("svae.Model", family="svae")
 @dataclasses.dataclass(frozen=True)
 class SVAEModel:
     """A trained scatter VAE (immutable; save with ``jaxspec.io.save``).

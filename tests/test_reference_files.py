@@ -1,0 +1,122 @@
+"""Saved model files of earlier jaxspec versions keep loading and predicting the same (``tests/data``).
+
+The files and the predictions beside them were written by the code of their
+version (``tests/data/README.md``); they are never rewritten.  Predictions
+are compared to float32 rounding (the references were made in float32; under
+``JAX_ENABLE_X64=1`` the same model predicts in float64).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxspec import Labels, Spectra, io
+
+DATA = Path(__file__).resolve().parent / "data"
+FAMILIES = ("lux", "lux_mlp", "cannon", "rsca", "svae")
+X64 = jax.config.jax_enable_x64
+
+
+def _close(actual, desired, rtol=2e-6, atol=0.0, x64_rtol=2e-3, x64_atol=1e-5):
+    """Equal to float32 rounding of the reference (looser under x64: a float64 fit of float32 data)."""
+    if X64:
+        rtol, atol = x64_rtol, max(atol, x64_atol)
+    np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(desired, np.float64), rtol=rtol, atol=atol)
+
+
+def _close_cov(actual, desired):
+    """Covariances ``(n, M, M)`` compared in units of the reference's standard deviations."""
+    desired = np.asarray(desired, np.float64)
+    sd = np.sqrt(np.diagonal(desired, axis1=1, axis2=2))
+    norm = sd[:, :, None] * sd[:, None, :]
+    _close(np.asarray(actual) / norm, desired / norm, rtol=0.0, atol=1e-5, x64_rtol=0.0, x64_atol=2e-2)
+
+
+def _files(family, version="0.1.0"):
+    return DATA / f"{family}-v{version}.npz", np.load(DATA / f"{family}-v{version}-expected.npz")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_loads_in_a_fresh_interpreter(family):
+    """``jaxspec.io.load`` imports the family's module itself (nothing else imported first)."""
+    path, _ = _files(family)
+    code = (
+        "import sys, jaxspec.io as io; m = io.load(sys.argv[1]); "
+        "print(io.info(sys.argv[1])['family'], type(m).__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == family and out.stdout.split()[1].startswith("jaxspec.models.")
+
+
+def _spectra(d):
+    return Spectra(d["flux"], ivar=d["ivar"], wavelength=d["wavelength"])
+
+
+def _labels(d):
+    return Labels(d["label_values"], ivar=d["label_ivar"], names=[str(n) for n in d["label_names"]])
+
+
+def test_lux():
+    from jaxspec.models import lux
+
+    path, d = _files("lux")
+    model = io.load(path, family="lux")
+    pl = lux.predict_labels(model, _spectra(d), progress=False)
+    _close(pl.labels.values, d["pred_labels"], rtol=1e-5)
+    _close(pl.labels.ivar, d["pred_label_ivar"], rtol=1e-4, x64_rtol=2e-2)
+    _close_cov(pl.covariance, d["pred_covariance"])
+    np.testing.assert_array_equal(pl.flagged, d["pred_flagged"])
+    ps = lux.predict_spectra(model, _labels(d), progress=False)
+    _close(ps.spectra.flux, d["pred_flux"], rtol=1e-5)
+    _close(ps.spectra.ivar, d["pred_flux_ivar"], rtol=1e-4, x64_rtol=2e-2)
+
+
+def test_lux_mlp():
+    from jaxspec.models import lux_mlp
+
+    path, d = _files("lux_mlp")
+    model = io.load(path, family="lux_mlp")
+    pm = lux_mlp.predict_labels_mlp(model, _spectra(d), progress=False)
+    _close(pm.labels.values, d["pred_labels"], rtol=1e-5)
+    _close_cov(pm.covariance, d["pred_covariance"])
+
+
+def test_cannon():
+    from jaxspec.models import cannon
+
+    path, d = _files("cannon")
+    model = io.load(path, family="cannon")
+    _close(cannon.predict_spectra(model, _labels(d)), d["pred_flux"], rtol=1e-5)
+    inferred = cannon.infer_labels(model, _spectra(d))
+    _close(inferred.labels.values, d["pred_labels"], rtol=1e-5, x64_atol=2e-4)  # an iterative fit
+    _close_cov(inferred.covariance, d["pred_covariance"])
+
+
+def test_rsca():
+    from jaxspec.models import rsca
+
+    path, d = _files("rsca")
+    model = io.load(path, family="rsca")
+    _close(rsca.transform(model, _spectra(d)), d["transformed"], rtol=1e-5, atol=1e-5, x64_atol=1e-3)
+
+
+def test_svae():
+    from jaxspec.models import scatter_vae as sv
+
+    path, d = _files("svae")
+    model = io.load(path, family="svae")
+    data, g = (d["coefficients"], d["errors"]), d["g_flux"]
+    mu, logvar = sv.encode(model, data, g, progress=False)
+    _close(mu, d["mu"], rtol=1e-5, atol=1e-6)
+    _close(logvar, d["logvar"], rtol=1e-5, atol=1e-6)
+    x_hat, s = sv.decode(model, d["z"])
+    _close(x_hat, d["x_hat"], rtol=1e-5, atol=1e-6)
+    _close(s, d["scatter"], rtol=1e-5, atol=1e-6)
+    _close(sv.anomaly_score(model, data, g, progress=False), d["anomaly_score"], rtol=1e-5)
