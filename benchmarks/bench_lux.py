@@ -59,8 +59,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _harness import timed_call
 
-from jaxspec._bench import timed_call
 from jaxspec.data import mock
 from jaxspec.data.containers import Labels, Spectra, default_float
 from jaxspec.data.preprocess import mask_bad_pixels
@@ -386,7 +386,7 @@ def main(argv=None) -> dict:
     if args.repeats < 1:
         ap.error(f"--repeats: expected >= 1, found {args.repeats}")
 
-    from jaxspec._bench import machine_info
+    from _harness import machine_info
 
     t0 = time.perf_counter()
     data = make_data(args.data, args.n_train, args.n_test, args.seed)

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from _harness import write_record
 
-from jaxspec._bench import write_record
 from jaxspec.models.ppca import fit_ppca
 
 HERE = Path(__file__).resolve().parent

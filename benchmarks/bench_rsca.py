@@ -41,8 +41,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from _harness import timed_call, write_record
 
-from jaxspec._bench import timed_call, write_record
 from jaxspec.data import mock
 from jaxspec.models import rsca
 

@@ -68,8 +68,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _harness import write_record
 
-from jaxspec._bench import write_record
 from jaxspec.data import mock
 from jaxspec.models import scatter_vae as svae
 from jaxspec.optim import train

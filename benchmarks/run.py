@@ -1,9 +1,8 @@
 """Run benchmarks by hand (never in CI): ``python benchmarks/run.py NAME [NAME ...] | all``.
 
 Each ``bench_*.py`` here defines ``BENCHMARKS = {name: factory}`` (see
-``jaxspec/_bench.py`` for the protocol).  Results are printed and appended as
+``benchmarks/_harness.py`` for the protocol).  Results are printed and appended as
 JSON lines to ``benchmarks/results.jsonl``; copy the medians into RESULTS.md.
-Equivalent: ``jaxspec bench NAME --dir benchmarks --out benchmarks/results.jsonl``.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxspec._bench import discover, run
+from _harness import discover, run
 
 HERE = Path(__file__).resolve().parent
 

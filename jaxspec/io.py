@@ -63,7 +63,7 @@ _META_KEY = "__metadata__"
 MODULES: dict[str, str] = {
     "data": "jaxspec.data.preprocess",
     "lux": "jaxspec.models.lux",
-    "lux.mlp": "jaxspec.models.lux_mlp",
+    "lux.mlp": "jaxspec.models.lux.mlp",
     "cannon": "jaxspec.models.cannon",
     "ppca": "jaxspec.models.ppca",
     "rsca": "jaxspec.models.rsca",

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from jaxspec.data.containers import Labels, Spectra
-from jaxspec.models import lux, lux_cv
+from jaxspec.models import lux
+from jaxspec.models.lux import cv as lux_cv
 
 N, M, L, P_TRUE = 60, 2, 30, 6
 SIGMA_LABEL, SIGMA_FLUX = 0.01, 0.002
@@ -180,7 +181,7 @@ def test_bad_types_and_shapes(data):
 
 def test_plot_cv_grid_two_panels(result):
     plt = pytest.importorskip("matplotlib.pyplot")
-    from jaxspec._plots_lux_cv import plot_cv_grid
+    from jaxspec.plots.lux import plot_cv_grid
 
     fig = plot_cv_grid(result)
     panels = [ax for ax in fig.axes if ax.get_title()]
@@ -190,3 +191,13 @@ def test_plot_cv_grid_two_panels(result):
     with pytest.raises(ValueError, match="ax"):
         plot_cv_grid(result, ax=[panels[0]])
     plt.close(fig)
+
+
+def test_the_old_module_path_warns_and_still_works():
+    import importlib
+    import sys
+
+    sys.modules.pop("jaxspec.models.lux_cv", None)
+    with pytest.warns(DeprecationWarning, match=r"use jaxspec\.models\.lux\.cv"):
+        old = importlib.import_module("jaxspec.models.lux_cv")
+    assert old.cross_validate is lux_cv.cross_validate

@@ -10,7 +10,8 @@ import pytest
 
 from jaxspec import Labels, Spectra, io
 from jaxspec.data.preprocess import Standardizer
-from jaxspec.models import lux, lux_mlp
+from jaxspec.models import lux
+from jaxspec.models.lux import mlp as lux_mlp
 from jaxspec.optim import _fit
 from tests.conftest import assert_allclose, count_compiles
 
@@ -217,3 +218,13 @@ def test_bad_input_names_the_argument(label_case):
         lux_mlp.predict_labels_mlp(mlp.model, test[1], omega=-1.0, progress=False)
     with pytest.raises(TypeError, match="model"):
         lux_mlp.predict_labels_mlp(linear.model, test[1], progress=False)
+
+
+def test_the_old_module_path_warns_and_still_works():
+    import importlib
+    import sys
+
+    sys.modules.pop("jaxspec.models.lux_mlp", None)
+    with pytest.warns(DeprecationWarning, match=r"use jaxspec\.models\.lux\.mlp"):
+        old = importlib.import_module("jaxspec.models.lux_mlp")
+    assert old.fit_mlp_output is lux_mlp.fit_mlp_output

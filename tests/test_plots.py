@@ -8,8 +8,6 @@ import pytest
 from jaxspec import Labels, Spectra
 from jaxspec.data._grids import apogee_wavelength
 from jaxspec.plots import (
-    _broken,
-    _gap_positions,
     plot_abundance_plane,
     plot_derivative_spectra,
     plot_kiel,
@@ -17,15 +15,16 @@ from jaxspec.plots import (
     plot_spectra,
     plot_spectrum_fit,
 )
+from jaxspec.plots._mpl import broken_line, gap_positions
 
 plt = pytest.importorskip("matplotlib.pyplot")
 
 
-def test_chip_gaps_are_found_and_broken():
+def test_chip_gaps_are_found_andbroken_line():
     w = apogee_wavelength(7514)
-    gaps = _gap_positions(w)
+    gaps = gap_positions(w)
     np.testing.assert_array_equal(gaps, [3027, 3027 + 2495])  # the two APOGEE chip gaps
-    x, y = _broken(w, np.ones_like(w), gaps)
+    x, y = broken_line(w, np.ones_like(w), gaps)
     assert x.size == w.size + 2
     assert np.isnan(y).sum() == 2
 

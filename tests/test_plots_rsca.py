@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxspec._plots_rsca import plot_rate_vs_components, plot_rsca_dimensions
+from jaxspec.plots.rsca import plot_rate_vs_components, plot_rsca_dimensions
 
 plt = pytest.importorskip("matplotlib.pyplot")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jaxspec import plots
-from jaxspec._plots_svae import plot_latent_projections, plot_residuals_vs_labels
 from jaxspec.data.containers import Labels
+from jaxspec.plots.svae import plot_latent_projections, plot_residuals_vs_labels
 
 plt = pytest.importorskip("matplotlib.pyplot")
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from jaxspec.data.containers import Spectra
-from jaxspec.models import _ppca_data, _ppca_kernels, ppca
 from jaxspec.models.ppca import PPCAResult, fit_ppca, transform
+from jaxspec.models.ppca import _data as _ppca_data
+from jaxspec.models.ppca import _fit as _ppca_fit
+from jaxspec.models.ppca import _kernels as _ppca_kernels
 from tests.conftest import assert_allclose
 
 KEY = jax.random.key(0)
@@ -159,7 +161,7 @@ def test_transform_of_training_data_equals_latents(fraction):
     assert_allclose(transform(res, x[:7], mask=mask[:7], chunk_size=16), res.latents[:7], scale=20)
     # few stars take the direct float64 solves, many the chunked E-step: the same posterior means
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ppca, "_DIRECT_MAX", 0)
+        mp.setattr(_ppca_fit, "_DIRECT_MAX", 0)
         assert_allclose(transform(res, x[:7], mask=mask[:7]), res.latents[:7], scale=20)
 
 
@@ -178,9 +180,9 @@ def test_compiles_once():
     x, _ = planted(n=100, noise=0.1, seed=11)
     mask = np.random.default_rng(11).random(x.shape) < 0.03
     fit(x, mask=mask, max_iter=3)
-    size = ppca._estep_chunk._cache_size()
+    size = _ppca_fit._estep_chunk._cache_size()
     fit(x + 0.01, mask=mask, max_iter=3)
-    assert ppca._estep_chunk._cache_size() == size
+    assert _ppca_fit._estep_chunk._cache_size() == size
 
 
 def test_bad_input():
@@ -244,10 +246,10 @@ def test_start_from_a_subsample_of_chunks_reaches_the_same_fit(monkeypatch):
     x, w = planted(n=400, d=40, noise=0.1)
     mask = np.random.default_rng(4).random(x.shape) < 0.03
     full = fit(x, mask=mask, chunk_size=16, tol=1e-8, max_iter=60)
-    monkeypatch.setattr(ppca, "_INIT_STARS", 100)  # 25 chunks of 16 -> every 4th chunk, 112 stars
+    monkeypatch.setattr(_ppca_fit, "_INIT_STARS", 100)  # 25 chunks of 16 -> every 4th chunk, 112 stars
     seen = []
     chunks = _ppca_data._chunks
-    monkeypatch.setattr(ppca, "_chunks", lambda prep, stride=1: seen.append(stride) or chunks(prep, stride))
+    monkeypatch.setattr(_ppca_fit, "_chunks", lambda prep, stride=1: seen.append(stride) or chunks(prep, stride))
     sub = fit(x, mask=mask, chunk_size=16, tol=1e-8, max_iter=60)
     assert seen[:2] == [4, 4] and set(seen[2:]) == {1}  # two init passes on the subsample, EM on all
     assert max_angle(sub.components, full.components) < 0.05

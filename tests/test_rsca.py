@@ -221,3 +221,38 @@ def test_bad_inputs():
         rsca.fit(np.ones((30, 10)), np.ones((4, 10)), np.zeros(4, int), n_components=4, ppca_components=2, key=None)
     with pytest.raises(TypeError, match="model"):
         rsca.transform(zp, zc)
+
+
+def _doppelgangers_by_loops(f, c, ids, nf, nc, tol):
+    hits, pairs = {}, {}
+    for cl in np.unique(ids):
+        mem = np.flatnonzero(ids == cl)
+        if mem.size < 2:
+            continue
+        med = np.median([np.linalg.norm(c[a] - c[b]) for i, a in enumerate(mem) for b in mem[i + 1 :]])
+        hits[cl] = pairs[cl] = 0
+        for a in mem:
+            for j in range(f.shape[0]):
+                if np.all(np.abs(nf[j] - nc[a]) < tol):
+                    pairs[cl] += 1
+                    hits[cl] += np.linalg.norm(f[j] - c[a]) < med
+    return hits, pairs
+
+
+def test_doppelganger_rate_equals_loops_with_ties_and_nuisances():
+    rng = np.random.default_rng(3)
+    f = rng.integers(-3, 4, size=(400, 3)).astype(float)  # integer grid: many exact ties with the median
+    c = rng.integers(-3, 4, size=(13, 3)).astype(float)
+    ids = np.array([7] * 4 + [2] * 5 + [40] * 3 + [9])  # unsorted, gapped, one singleton
+    nf, nc = rng.uniform(0, 10, size=(400, 2)), rng.uniform(0, 10, size=(13, 2))
+    tol = np.array([3.0, 4.0])
+    res = rsca.doppelganger_rate(f, c, ids, nuisance_field=nf, nuisance_clusters=nc, tolerances=tol)
+    hits, pairs = _doppelgangers_by_loops(f, c, ids, nf, nc, tol)
+    assert res.clusters.tolist() == [2, 7, 9, 40] and res.sizes.tolist() == [5, 4, 1, 3]
+    assert np.isnan(res.per_cluster[2])
+    for i, cl in enumerate(res.clusters):
+        if cl in hits:
+            assert res.n_pairs[i] == pairs[cl] > 0
+            assert res.per_cluster[i] == hits[cl] / pairs[cl]
+    want = sum(np.sum(ids == cl) * hits[cl] / pairs[cl] for cl in hits) / sum(np.sum(ids == cl) for cl in hits)
+    assert abs(res.rate - want) < 1e-12

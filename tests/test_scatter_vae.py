@@ -13,6 +13,7 @@ from jaxspec import io
 from jaxspec.data import mock
 from jaxspec.data.gaia_xp import read_xp_continuous
 from jaxspec.models import scatter_vae as sv
+from jaxspec.models.scatter_vae import _model as sv_model
 from tests._multidevice import run_in_subprocess
 from tests.conftest import assert_allclose, count_compiles
 
@@ -183,7 +184,7 @@ def test_short_fit_reduces_the_loss_and_compiles_once(xp, monkeypatch):
 
         return traced
 
-    monkeypatch.setattr(sv, "batch_loss", counting)
+    monkeypatch.setattr(sv_model, "batch_loss", counting)
     result = sv.fit(xp, key=jax.random.key(2), config=SMALL._replace(epochs=4), progress=False)
     history = result.history
     assert len(history["loss"]) == 4 and set(history) >= {"loss", "chi2", "penalty", "kl", "val_loss"}

@@ -8,7 +8,7 @@ import pytest
 
 from jaxspec.metrics import roc_auc
 from jaxspec.models import scatter_vae as sv
-from jaxspec.models._svae_eval import latent_coverage, residual_stats
+from jaxspec.models.scatter_vae import latent_coverage, residual_stats
 
 RNG = np.random.default_rng(0)
 BOX = RNG.uniform(size=(3000, 2))

@@ -1,12 +1,26 @@
-"""Model families, one module each (``from jaxspec.models import lux``).
+"""Model families, one subpackage each, imported on first use (``from jaxspec.models import lux``).
 
-``lux_cv`` (cross-validation of Lux hyper-parameters) and ``lux_mlp`` (Lux with
-a small MLP for one output) build on ``lux``; ``ppca`` (probabilistic PCA with
-missing data) is the compression step of ``rsca`` (de Mijolla & Ness 2021);
-``cannon`` (the quadratic Cannon) is the supervised baseline of the others;
-``scatter_vae`` is the unsupervised model of Gaia XP spectra (Laroche & Speagle 2023).
+``lux`` (Horta et al. 2025; ``lux.cv`` cross-validation, ``lux.mlp`` one
+nonlinear output), ``ppca`` (probabilistic PCA with missing data), ``rsca``
+(de Mijolla & Ness 2021, on ``ppca``), ``scatter_vae`` (Laroche & Speagle
+2023) and ``cannon`` (the quadratic Cannon, the supervised baseline).
+Importing this package imports none of them (so neither flax nor optax).
 """
 
-from jaxspec.models import cannon, lux, lux_cv, lux_mlp, ppca, rsca, scatter_vae
+from __future__ import annotations
 
-__all__ = ["cannon", "lux", "lux_cv", "lux_mlp", "ppca", "rsca", "scatter_vae"]
+import importlib
+
+__all__ = ["cannon", "lux", "ppca", "rsca", "scatter_vae"]
+
+_DEPRECATED = {"lux_cv": "lux.cv", "lux_mlp": "lux.mlp"}
+
+
+def __getattr__(name: str):
+    if name in __all__ or name in _DEPRECATED:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -25,7 +25,7 @@ by block coordinate descent: at fixed ``s`` each :math:`\theta_j` is the exact
 weighted least-squares solve (:func:`jaxspec.optim.solvers.weighted_lstsq`,
 all pixels at once); at fixed :math:`\theta` each :math:`s_j` maximises the
 likelihood by Fisher scoring on :math:`\ln s_j^2`
-(:func:`jaxspec.models._lux_steps.scatter_step`).  The last block is always a
+(:func:`jaxspec.optim.scatter.scatter_step`).  The last block is always a
 :math:`\theta` step, so the returned :math:`\theta` is the exact solve at the
 returned ``s``.  The test step (:func:`infer_labels`) fits each star's labels
 by dense Gauss-Newton through :func:`jaxspec.optim.fit_latents`.
@@ -44,8 +44,8 @@ from tqdm.auto import tqdm
 from jaxspec import io
 from jaxspec.data.containers import Labels, Spectra, default_float
 from jaxspec.data.preprocess import fit_standardizer
-from jaxspec.models import _lux_steps
 from jaxspec.optim.latents import FitOptions, fit_latents
+from jaxspec.optim.scatter import scatter_step
 from jaxspec.optim.solvers import weighted_lstsq
 
 __all__ = [
@@ -256,7 +256,7 @@ def _scatter_step(theta, scatter, dsg, flux, ivar):
     c = jnp.sqrt(jnp.sum(r2, axis=0) / jnp.maximum(jnp.sum(good, axis=0), 1))
     c = jnp.where(c > 0, c, 1.0)
     ln_s0 = jnp.log(jnp.maximum(scatter / c, 1e-30))
-    ln_s = _lux_steps.scatter_step(ln_s0, theta / c[:, None], dsg, flux / c, ivar * jnp.square(c))
+    ln_s = scatter_step(ln_s0, theta / c[:, None], dsg, flux / c, ivar * jnp.square(c))
     return c * jnp.exp(ln_s)
 
 

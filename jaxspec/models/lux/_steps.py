@@ -19,27 +19,22 @@ z-steps is a weighted linear least-squares problem, solved exactly by
 :func:`jaxspec.optim.solvers.weighted_lstsq` from the current values (so
 directions the data leave unconstrained keep their current value, as the
 paper's Gauss-Newton solver started there would).  The scatter step is
-separable over pixels: a vectorised Fisher-scoring iteration on
-:math:`u_\lambda = \ln s^2_\lambda`.
+separable over pixels: :func:`jaxspec.optim.scatter.scatter_step`, a
+vectorised Fisher-scoring iteration on :math:`u_\lambda = \ln s^2_\lambda`.
 """
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 
+from jaxspec.optim.scatter import flux_weights, scatter_step
 from jaxspec.optim.solvers import weighted_lstsq
+
+__all__ = ["PRECISION_PER_OMEGA", "a_step", "b_step", "flux_weights", "objective", "scatter_step", "z_step"]
 
 #: The penalty :math:`\Omega \lVert z\rVert^2` is the Gaussian precision :math:`2\Omega I` on ``z``.
 PRECISION_PER_OMEGA = 2.0
-LN_S_MIN, LN_S_MAX = -12.0, 3.0
-
-
-def flux_weights(ivar: jax.Array, ln_s: jax.Array) -> jax.Array:
-    r"""Effective inverse variance :math:`1/(\sigma^2 + s^2) = w/(1 + w s^2)`; 0 stays 0."""
-    return ivar / (1.0 + ivar * jnp.exp(2.0 * ln_s))
 
 
 def a_step(a, z, labels, label_w, *, batch_size=None):
@@ -60,40 +55,6 @@ def z_step(z, a, b, labels, label_w, flux, flux_w, omega, *, batch_size=None):
     w = jnp.concatenate([label_w, flux_w], axis=1)
     precision = PRECISION_PER_OMEGA * omega * jnp.eye(p, dtype=z.dtype)
     return weighted_lstsq(design, y, w, z, precision=precision, batch_size=batch_size)[0]
-
-
-@partial(jax.jit, static_argnames=("maxiter",))
-def scatter_step(ln_s, b, z, flux, ivar, *, maxiter: int = 40, tol: float = 1e-4):
-    r"""Per-pixel scatter at fixed ``b``, ``z``: maximum likelihood of :math:`\mathcal N(f | Bz, \sigma^2 + s^2)`.
-
-    Fisher scoring on :math:`u = \ln s^2` (gradient
-    :math:`\tfrac12\sum_n s^2 (1/v_n - r_n^2/v_n^2)`, expected Hessian
-    :math:`\tfrac12 \sum_n s^4/v_n^2`, :math:`v_n = \sigma_n^2 + s^2`), steps
-    clipped to 3 in :math:`u` and :math:`\ln s` kept in [-12, 3]; a pixel with
-    no measured star keeps its value.  Stops when every pixel's step is below
-    ``tol`` or after ``maxiter`` iterations.
-    """
-    good = ivar > 0
-    r2 = jnp.where(good, jnp.square(flux - z @ b.T), 0.0)
-    var = jnp.where(good, 1.0 / jnp.where(good, ivar, 1.0), 0.0)
-
-    def body(carry):
-        u, _, it = carry
-        s2 = jnp.exp(u)
-        inv_v = jnp.where(good, 1.0 / (var + s2), 0.0)
-        grad = 0.5 * s2 * jnp.sum(inv_v - r2 * inv_v**2, axis=0)
-        fisher = 0.5 * s2**2 * jnp.sum(inv_v**2, axis=0)
-        step = jnp.clip(-grad / jnp.maximum(fisher, jnp.finfo(u.dtype).tiny), -3.0, 3.0)
-        step = jnp.where(fisher > 0, step, 0.0)
-        u_new = jnp.clip(u + step, 2 * LN_S_MIN, 2 * LN_S_MAX)
-        return u_new, jnp.max(jnp.abs(u_new - u)), it + 1
-
-    def cond(carry):
-        return (carry[1] > tol) & (carry[2] < maxiter)
-
-    u0 = 2.0 * jnp.clip(ln_s, LN_S_MIN, LN_S_MAX)
-    u, _, _ = jax.lax.while_loop(cond, body, (u0, jnp.array(jnp.inf, u0.dtype), 0))
-    return 0.5 * u
 
 
 @jax.jit

@@ -1,19 +1,15 @@
-"""The jaxspec command and the benchmark harness."""
+"""The jaxspec command: help, info, demo usage errors, lux train and predict."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from astropy.table import Table
 
 from jaxspec import cli
-from jaxspec._bench import discover, machine_info, run, time_benchmark
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -21,8 +17,9 @@ def test_help_lists_every_subcommand(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "info", "bench", "lux"):
+    for command in ("demo", "info", "lux"):
         assert command in out
+    assert "bench" not in out  # the benchmark harness lives in benchmarks/, outside the package
 
 
 def test_info_prints_versions_and_devices(capsys):
@@ -30,6 +27,7 @@ def test_info_prints_versions_and_devices(capsys):
     out = capsys.readouterr().out
     assert jax.__version__ in out
     assert str(jax.devices()[0].platform) in out
+    assert "cannon, lux, lux_mlp, rsca, svae" in out  # every family, imported or not
 
 
 def test_unknown_demo_is_a_usage_error(capsys):
@@ -37,43 +35,6 @@ def test_unknown_demo_is_a_usage_error(capsys):
         cli.main(["demo", "nonsense"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
-
-
-def test_time_benchmark_separates_compile_from_run():
-    def factory():
-        x = jnp.ones((64, 64))
-        f = jax.jit(lambda a: jnp.tanh(a @ a).sum())
-
-        def call():
-            time.sleep(0.01)
-            return f(x)
-
-        return call
-
-    res = time_benchmark("toy", factory, repeats=3)
-    assert len(res["times_s"]) == 3
-    assert res["median_s"] >= 0.01
-    assert res["compile_s"] > 0  # the first call compiled f
-    assert res["first_call_s"] >= res["compile_s"]
-    with pytest.raises(ValueError, match="repeats"):
-        time_benchmark("toy", factory, repeats=0)
-
-
-def test_run_discovers_and_records_json_lines(tmp_path, capsys):
-    (tmp_path / "bench_toy.py").write_text(
-        "import jax.numpy as jnp\nBENCHMARKS = {'toy_sum': lambda: (lambda: jnp.arange(10).sum())}\n"
-    )
-    assert list(discover(tmp_path)) == ["toy_sum"]
-    out = tmp_path / "results.jsonl"
-    run(["toy_sum"], tmp_path, repeats=2, out=out)
-    record = json.loads(out.read_text().splitlines()[0])
-    assert record["benchmark"] == "toy_sum"
-    assert record["machine"]["jax"] == jax.__version__
-    assert set(machine_info()) <= set(record["machine"])
-    assert "toy_sum: median" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="unknown benchmark"):
-        run(["nope"], tmp_path)
-    assert cli.main(["bench", "--list", "--dir", str(tmp_path)]) == 0
 
 
 # -- jaxspec lux train / predict ------------------------------------------------------------------------

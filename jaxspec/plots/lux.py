@@ -1,7 +1,4 @@
-"""The Lux paper's figures (Horta et al. 2025, Figs. 4-8); re-exported by :mod:`jaxspec.plots`.
-
-``jaxspec.plots`` is imported inside the functions: it imports this module at its top.
-"""
+"""The Lux paper's figures (Horta et al. 2025, Figs. 4-8 and the cross-validation grid of Fig. 14)."""
 
 from __future__ import annotations
 
@@ -12,9 +9,11 @@ import numpy as np
 
 from jaxspec import metrics
 from jaxspec.data.containers import Labels, Spectra
+from jaxspec.plots._mpl import broken_line, gap_positions, require_matplotlib
 
 __all__ = [
     "plot_abundance_plane",
+    "plot_cv_grid",
     "plot_derivative_spectra",
     "plot_kiel",
     "plot_label_comparison",
@@ -33,12 +32,6 @@ def _pretty(name: str, units: bool = True) -> str:
     if len(parts) == 2 and parts[1].upper() in ("H", "FE") and parts[0].isalpha():
         return f"[{parts[0].capitalize()}/{parts[1].capitalize()}]"
     return name
-
-
-def _plt():
-    from jaxspec.plots import require_matplotlib
-
-    return require_matplotlib()
 
 
 def _columns(labels, names: Sequence[str], arg: str = "labels") -> list[np.ndarray]:
@@ -75,7 +68,7 @@ def plot_label_comparison(pred, reference, *, names=None, reference_err=None, nc
     matplotlib.figure.Figure
         One ``Axes`` per label; the numbers come from :func:`jaxspec.metrics.bias_rmse`.
     """
-    plt = _plt()
+    plt = require_matplotlib()
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
         raise ValueError(f"ncols: expected an int >= 1, found {ncols!r}")
     known = pred.names if isinstance(pred, Labels) else reference.names if isinstance(reference, Labels) else None
@@ -144,7 +137,7 @@ def plot_kiel(labels, *, color: str | None = "FE_H", ax=None, cmap: str = "virid
     matplotlib.figure.Figure
         With a colour bar (a second ``Axes``) when ``color`` is given.
     """
-    plt = _plt()
+    plt = require_matplotlib()
     cols = _columns(labels, ["TEFF", "LOGG"] + ([color] if color is not None else []))
     ok = np.all(np.isfinite(np.stack(cols)), axis=0)
     if ax is None:
@@ -186,7 +179,7 @@ def plot_abundance_plane(
     -------
     matplotlib.figure.Figure
     """
-    plt = _plt()
+    plt = require_matplotlib()
     vx, vy = _columns(labels, [x, y])
     ok = np.isfinite(vx) & np.isfinite(vy)
     vx, vy = vx[ok], vy[ok]
@@ -228,9 +221,7 @@ def plot_spectrum_fit(spectra: Spectra, model_flux, index: int = 0, *, wave_rang
         :math:`(d - m)\\sqrt{\\mathrm{ivar}}` with lines at 0 and +-1.  The title
         gives the star's reduced chi-square (:func:`jaxspec.metrics.reduced_chi2`).
     """
-    from jaxspec.plots import _broken, _gap_positions
-
-    plt = _plt()
+    plt = require_matplotlib()
     if not isinstance(spectra, Spectra):
         raise TypeError(f"spectra: expected Spectra, found {type(spectra).__name__}")
     model = metrics._array2d(model_flux, "model_flux", tuple(spectra.flux.shape))
@@ -242,7 +233,7 @@ def plot_spectrum_fit(spectra: Spectra, model_flux, index: int = 0, *, wave_rang
     keep = np.ones(x.shape, bool) if wave_range is None else (x >= wave_range[0]) & (x <= wave_range[1])
     if not keep.any():
         raise ValueError(f"wave_range: expected a window overlapping {x[0]:.1f}-{x[-1]:.1f}, found {wave_range}")
-    x, gaps = x[keep], _gap_positions(x[keep])
+    x, gaps = x[keep], gap_positions(x[keep])
     f, w, m = (np.asarray(a, float)[0, keep] for a in (one.flux, one.ivar, model[[index]]))
     good = w > 0
     err = np.where(good, 1.0 / np.sqrt(np.where(good, w, 1.0)), np.nan)
@@ -250,14 +241,14 @@ def plot_spectrum_fit(spectra: Spectra, model_flux, index: int = 0, *, wave_rang
     fig, (ax, rax) = plt.subplots(
         2, 1, figsize=(11, 4.5), sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05}
     )
-    xb, lo = _broken(x, d - err, gaps)
-    ax.fill_between(xb, lo, _broken(x, d + err, gaps)[1], color="0.8", lw=0, label="data $\\pm1\\sigma$")
-    ax.plot(*_broken(x, d, gaps), color="k", lw=0.6, label="data")
-    ax.plot(*_broken(x, m, gaps), color="C0", lw=0.8, label="model")
+    xb, lo = broken_line(x, d - err, gaps)
+    ax.fill_between(xb, lo, broken_line(x, d + err, gaps)[1], color="0.8", lw=0, label="data $\\pm1\\sigma$")
+    ax.plot(*broken_line(x, d, gaps), color="k", lw=0.6, label="data")
+    ax.plot(*broken_line(x, m, gaps), color="C0", lw=0.8, label="model")
     ax.set_ylabel("normalised flux")
     ax.legend(loc="lower left", fontsize=8, frameon=False)
     ax.set_title(f"star {int(index)}: " + r"$\chi^2_r$" + f" = {chi2:.3g}", fontsize=9)
-    rax.plot(*_broken(x, (d - m) * np.sqrt(w), gaps), color="k", lw=0.5)
+    rax.plot(*broken_line(x, (d - m) * np.sqrt(w), gaps), color="k", lw=0.5)
     for level, style in ((0, "-"), (1, "--"), (-1, "--")):
         rax.axhline(level, color="C3", lw=0.7, ls=style, zorder=3)
     rax.set_ylabel(r"$(d-m)\,\sigma^{-1}$")
@@ -299,9 +290,7 @@ def plot_derivative_spectra(
     matplotlib.figure.Figure
         One ``Axes`` per selected label, sharing the wavelength axis.
     """
-    from jaxspec.plots import _broken, _gap_positions
-
-    plt = _plt()
+    plt = require_matplotlib()
     der = metrics._array2d(derivatives, "derivatives")
     w = np.asarray(wavelength, float)
     if w.shape != (der.shape[1],):
@@ -317,15 +306,69 @@ def plot_derivative_spectra(
     if not keep.any():
         raise ValueError(f"wave_range: expected a window overlapping {w[0]:.1f}-{w[-1]:.1f}, found {wave_range}")
     x = w[keep]
-    gaps = _gap_positions(x)
+    gaps = gap_positions(x)
     fig, axes = plt.subplots(len(select), 1, figsize=(11, 1.6 * len(select) + 0.6), sharex=True, squeeze=False)
     for ax, name in zip(axes[:, 0], select, strict=True):
         ax.axhline(0.0, color="0.6", lw=0.5)
         for lam in np.asarray((lines or {}).get(name, []), float).ravel():
             if x[0] <= lam <= x[-1]:
                 ax.axvline(lam, color="C2", alpha=0.4, lw=1.5)
-        ax.plot(*_broken(x, der[names.index(name), keep], gaps), color="C6", lw=0.7)
+        ax.plot(*broken_line(x, der[names.index(name), keep], gaps), color="C6", lw=0.7)
         ax.set_ylabel(r"$\partial$" + _pretty(name, units=False) + r"$/\partial f$")
     axes[-1, 0].set_xlabel("vacuum wavelength [Angstrom]")
     axes[-1, 0].set_xlim(x[0], x[-1])
     return fig
+
+
+def plot_cv_grid(result, ax=None, *, cmap: str = "viridis_r"):
+    """Median held-out chi2 over folds as two heatmaps, rows ``P``, columns Omega (Lux Fig. 14).
+
+    Parameters
+    ----------
+    result : jaxspec.models.lux.cv.CVResult
+        From :func:`jaxspec.models.lux.cv.cross_validate`.
+    ax : sequence of two matplotlib Axes, optional
+        Left: test latents from fluxes; right: from labels.  A new figure when None.
+    cmap : str
+        Colour map of :math:`\\log_{10}` median chi2 (each panel scaled on its own).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Cells are annotated with the median chi2; the selected ``result.best``
+        is outlined on the left panel.
+    """
+    from jaxspec.models.lux.cv import CVResult
+
+    if not isinstance(result, CVResult):
+        raise TypeError(f"result: expected a CVResult from lux.cv.cross_validate, found {type(result).__name__}")
+    plt = require_matplotlib()
+    if ax is None:
+        _, ax = plt.subplots(1, 2, figsize=(9.5, 4.0), layout="constrained")
+    axes = list(np.ravel(np.asarray(ax, dtype=object)))
+    if len(axes) != 2:
+        raise ValueError(f"ax: expected two Axes (flux panel, labels panel), found {len(axes)}")
+    n_p, n_o = len(result.n_latents), len(result.omegas)
+    rows = [f"{int(p)} ({p / result.n_labels:.3g}M)" for p in result.n_latents]
+    cols = [f"{o:g}" for o in result.omegas]
+    for axis, source in zip(axes, ("flux", "labels"), strict=True):
+        grid = result.median(source)
+        shown = np.log10(np.where(grid > 0, grid, np.nan))
+        image = axis.imshow(shown, origin="lower", aspect="auto", cmap=cmap)
+        axis.figure.colorbar(image, ax=axis, label=r"$\log_{10}$ median $\chi^2$")
+        finite = shown[np.isfinite(shown)]
+        middle = 0.5 * (finite.min() + finite.max()) if finite.size else 0.0
+        for i in range(n_p):
+            for j in range(n_o):
+                dark = np.isfinite(shown[i, j]) and shown[i, j] > middle
+                axis.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=8,
+                          color="white" if dark else "black")  # fmt: skip
+        axis.set_xticks(range(n_o), cols)
+        axis.set_yticks(range(n_p), rows)
+        axis.set_xlabel(r"$\Omega$")
+        axis.set_ylabel(r"$P$")
+        axis.set_title(f"test latents from {source}")
+    i = int(np.flatnonzero(result.n_latents == result.best[0])[0])
+    j = int(np.flatnonzero(result.omegas == result.best[1])[0])
+    axes[0].add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    return axes[0].figure

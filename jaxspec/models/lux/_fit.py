@@ -1,36 +1,4 @@
-r"""Lux: a generative, multi-output, latent-variable model of stellar labels and spectra.
-
-Horta, Price-Whelan, Hogg, Ness & Casey (2025).  Each star :math:`n` has a
-latent vector :math:`z_n` of length ``P``; its labels and fluxes are linear in it:
-
-.. math::
-
-    \ell_n = A z_n + \epsilon_\ell,\quad \epsilon_\ell \sim \mathcal N(0, \sigma_\ell^2), \qquad
-    f_n = B z_n + \epsilon_f,\quad \epsilon_f \sim \mathcal N(0, \sigma_f^2 + s^2),
-
-with ``A`` ``(M, P)``, ``B`` ``(L, P)``, ``M < P < L``, and a per-pixel
-scatter ``s``.  Labels enter standardised (centre = median, scale =
-(97.5th - 2.5th percentile)/4); missing labels and bad pixels have zero
-weight (``ivar == 0``), never a filler value.
-
-Training (:func:`fit`) follows the paper: ``z_n = [1, rescaled labels, 0, ...]``,
-``A, B ~ U(0, 1)``, ``ln s = -8``; Agenda 1 (5 iterations of the A-, B- and
-z-steps, no scatter, no penalty); Agenda 2 (once: scatter, B, then z with the
-penalty :math:`\Omega \sum z^2`).  Every block step is solved exactly in closed
-form (:mod:`jaxspec.models._lux_steps`); the paper's Gauss-Newton and L-BFGS
-solvers converge to the same block optima.  Test step: latents of new stars
-from fluxes (:func:`predict_labels`) or labels (:func:`predict_spectra`) with
-the engine's :func:`jaxspec.optim.fit_latents` (:mod:`jaxspec.models._lux_predict`),
-unpenalised as in the paper's Eqs. 10-11 unless ``omega`` is given; its Laplace
-covariance gives the label uncertainties (the paper's 10 resamplings estimate
-the same).
-
-Beyond the paper: several spectral outputs (pass a sequence of ``Spectra``,
-e.g. two instruments; a star missing one passes ``None`` at prediction),
-per-label wavelength masks (``label_masks``), and a per-label model scatter
-calibrated on the training set and added to the predicted label variances.  Cross-validation over ``P`` and
-``Omega`` is :func:`jaxspec.models.lux_cv.cross_validate`.
-"""
+"""Lux training: the paper's agendas of exact block steps, and the calibrated label scatter."""
 
 from __future__ import annotations
 
@@ -43,94 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxspec import io
 from jaxspec.data.containers import Labels, Spectra, default_float
-from jaxspec.data.preprocess import Standardizer, fit_standardizer
-from jaxspec.models import _lux_steps as steps
-from jaxspec.models._lux_predict import (
+from jaxspec.data.preprocess import fit_standardizer
+from jaxspec.models.lux import _steps as steps
+from jaxspec.models.lux._model import LuxModel, LuxParams
+from jaxspec.models.lux._predict import (
     LabelPrediction,
-    SpectraPrediction,
     as_outputs,
     check_labels,
-    derivative_spectra,
-    infer_latents,
     latents_from,
     mask_groups,
     predict_labels,
-    predict_spectra,
 )
-
-__all__ = [
-    "Agenda",
-    "LabelPrediction",
-    "LuxFit",
-    "LuxModel",
-    "LuxParams",
-    "SpectraPrediction",
-    "calibrate_scatter",
-    "derivative_spectra",
-    "fit",
-    "infer_latents",
-    "predict_labels",
-    "predict_spectra",
-]
-
-
-@io.register("lux.Params")
-class LuxParams(NamedTuple):
-    """Trained parameters: ``A`` ``(M, P)`` (standardised labels), ``B`` ``(L, P)`` (flux), ``ln_s`` ``(L,)``."""
-
-    A: np.ndarray
-    B: np.ndarray
-    ln_s: np.ndarray
-
-
-@io.register("lux.Model", family="lux")
-@dataclasses.dataclass(frozen=True)
-class LuxModel:
-    """A trained Lux model (immutable; save with ``jaxspec.io.save``).
-
-    Attributes
-    ----------
-    params : LuxParams
-    label_scaler : Standardizer
-        Maps standardised labels back to physical units.
-    label_names : tuple of str
-    wavelengths : tuple of arrays
-        One wavelength grid (vacuum Angstrom) per spectral output; an empty
-        array where the training spectra had none.
-    omega : float
-        L2 penalty strength of the final z-step in training (the test step's
-        penalty is an argument of the predict functions, default 0).
-    label_masks : bool array ``(M, L)`` or None
-        Pixels allowed to inform each label (None: all).
-    label_scatter : array ``(M,)`` or None
-        Model error of each label in physical units, calibrated on the
-        training set (see :func:`fit`) and added in quadrature to the
-        predicted label variances; None: not calibrated.
-    latent_mean, latent_cov : arrays ``(P,)``, ``(P, P)`` or None
-        Mean and covariance of the training latents that ``A`` and ``B`` were
-        fitted to (after Agenda 1): the empirical prior of the test step
-        when ``omega`` is ``"empirical"``.
-    """
-
-    params: LuxParams
-    label_scaler: Standardizer
-    label_names: tuple
-    wavelengths: tuple
-    omega: float
-    label_masks: np.ndarray | None = None
-    label_scatter: np.ndarray | None = None
-    latent_mean: np.ndarray | None = None
-    latent_cov: np.ndarray | None = None
-
-    @property
-    def n_latents(self) -> int:
-        return int(self.params.A.shape[1])
-
-    @property
-    def n_pix(self) -> tuple:
-        return tuple(len(w) for w in self.wavelengths)
 
 
 class Agenda(NamedTuple):

@@ -1,7 +1,4 @@
-"""The ``svae`` demo (``jaxspec demo svae``): the scatter VAE against the Cannon on mock Gaia XP.
-
-Split from :mod:`jaxspec._demos` (same conventions: ``out``, ``seed``, ``progress``, ``quick``).
-"""
+"""The ``svae`` demo (``jaxspec demo svae``): the scatter VAE against the Cannon on mock Gaia XP."""
 
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxspec._demos import _figure, _write_report
+from jaxspec.cli.demos._report import save_figure, write_report
 
 
 def demo_svae(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = False) -> dict:
@@ -193,7 +190,7 @@ def demo_svae(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = 
     except ImportError as exc:
         lines.append(f"figures skipped: {exc}")
     else:
-        from jaxspec._plots_svae import plot_latent_projections, plot_residuals_vs_labels
+        from jaxspec.plots.svae import plot_latent_projections, plot_residuals_vs_labels
 
         third = [2, 57]  # the 3rd BP and RP coefficients, as the paper's Fig. 2
         fig2 = plot_residuals_vs_labels(
@@ -202,10 +199,10 @@ def demo_svae(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = 
         teff = xp.labels.as_nan()[:, names.index("TEFF")]
         fig3 = plot_latent_projections(mu_all, labelled, color=teff, color_label="TEFF [K]")
         report["figures"] = [
-            _figure(fig2, out / "svae_residuals.png"),
-            _figure(fig3, out / "svae_latents.png"),
+            save_figure(fig2, out / "svae_residuals.png"),
+            save_figure(fig3, out / "svae_latents.png"),
         ]
         lines.append(f"figures: {', '.join(report['figures'])}")
     print("\n".join(lines))
-    _write_report(out, "svae", report)
+    write_report(out, "svae", report)
     return report

@@ -27,18 +27,17 @@ same mock).  It is available to every test step.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.data.containers import Labels, Spectra, default_float
-from jaxspec.models import _lux_steps as steps
+from jaxspec.models.lux import _steps as steps
+from jaxspec.models.lux._model import LuxModel
 from jaxspec.optim.latents import FitOptions, GaussianPrior, LatentFit, fit_latents
-
-if TYPE_CHECKING:
-    from jaxspec.models.lux import LuxModel
+from jaxspec.optim.scatter import flux_weights_np
 
 
 class LabelPrediction(NamedTuple):
@@ -150,14 +149,6 @@ def test_prior(model: LuxModel, omega) -> GaussianPrior | None:
     if not (np.isfinite(omega) and omega >= 0):
         raise ValueError(f"omega: expected a finite value >= 0 or 'empirical', found {omega!r}")
     return GaussianPrior.l2(steps.PRECISION_PER_OMEGA * omega, p) if omega > 0 else None
-
-
-def flux_weights_np(ivar: np.ndarray, ln_s) -> np.ndarray:
-    """:math:`1/(\\sigma^2 + s^2)` as ``ivar / (1 + ivar s^2)`` in place of a temporary (host arrays, 0 kept)."""
-    s2 = np.exp(2.0 * np.asarray(ln_s, np.float64)).astype(ivar.dtype)
-    w = np.multiply(ivar, s2)
-    w += 1.0
-    return np.divide(ivar, w, out=w)
 
 
 def mask_groups(masks: np.ndarray):

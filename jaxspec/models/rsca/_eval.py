@@ -2,7 +2,7 @@ r"""RSCA evaluation: leave-one-cluster-out doppelganger rates, the top-N table (
 Ness 2021, sec. 4 and Table 1) and the nuisance-hyperplane removal of Appendix B.
 
 Public names are re-exported by :mod:`jaxspec.models.rsca`; import them from there.  The
-rate itself is :func:`jaxspec.metrics.doppelganger_rate`.  Leave-one-cluster-out refits
+rate itself is :func:`jaxspec.models.rsca.doppelganger_rate`.  Leave-one-cluster-out refits
 steps 2-4 without the scored cluster; the step-1 PPCA is held fixed (see
 :func:`leave_one_cluster_out_rate`).
 """
@@ -14,8 +14,13 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxspec.data._checks import finite_2d, int_ids
-from jaxspec.metrics import DoppelgangerResult, check_nuisances, doppelganger_counts, summarise_doppelgangers
-from jaxspec.models._rsca_metric import RSCAMetric, fit_from_features
+from jaxspec.models.rsca._doppelganger import (
+    DoppelgangerResult,
+    check_nuisances,
+    doppelganger_counts,
+    summarise_doppelgangers,
+)
+from jaxspec.models.rsca._metric import RSCAMetric, fit_from_features
 
 
 class TopNTable(NamedTuple):

@@ -1,4 +1,4 @@
-"""Benchmark harness: time a named benchmark after warm-up, record where it ran.
+"""Benchmark harness: time a named benchmark after warm-up, record where it ran (not part of the package).
 
 A benchmark module ``benchmarks/bench_*.py`` defines ``BENCHMARKS``, a dict of
 name -> factory.  ``factory()`` does the set-up (data, models) and returns a
@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -23,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
+
+from jaxspec.cli.info import machine_info
 
 _COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
@@ -38,40 +39,6 @@ def _listener(event: str, duration: float, **kwargs) -> None:
 
 
 jax.monitoring.register_event_duration_secs_listener(_listener)
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def machine_info() -> dict:
-    """Host, CPU count, devices and library versions."""
-    import jaxlib
-    import numpy
-
-    import jaxspec
-
-    return {
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "processor": _cpu_model() or platform.processor() or platform.machine(),
-        "backend": jax.default_backend(),
-        "devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "numpy": numpy.__version__,
-        "jaxspec": jaxspec.__version__,
-    }
 
 
 def timed_call(fn: Callable, *args) -> tuple[object, float, float]:

@@ -1,8 +1,4 @@
-"""The scatter-VAE paper's figures (Laroche & Speagle 2023, Figs. 2 and 3).
-
-Re-exported by :mod:`jaxspec.plots`; ``jaxspec.plots`` is imported inside the
-functions because it imports this module at its top.
-"""
+"""The scatter-VAE paper's figures (Laroche & Speagle 2023, Figs. 2 and 3)."""
 
 from __future__ import annotations
 
@@ -11,17 +7,11 @@ import itertools
 import numpy as np
 
 from jaxspec.data.containers import Labels
-from jaxspec.models._svae_eval import residual_stats
+from jaxspec.plots._mpl import require_matplotlib
 
 __all__ = ["plot_latent_projections", "plot_residuals_vs_labels"]
 
 _UNITS = {"TEFF": "$T_\\mathrm{eff}$ [K]", "LOGG": "$\\log g$", "FE_H": "[Fe/H]"}
-
-
-def _plt():
-    from jaxspec.plots import require_matplotlib
-
-    return require_matplotlib()
 
 
 def _label_columns(labels, names) -> tuple[np.ndarray, tuple]:
@@ -51,6 +41,8 @@ def _columns(a, n: int, name: str, coefficients) -> np.ndarray:
 
 def _binned(ax, x, r, bins, color, label):
     """Median and 16-84% band of ``r`` (pooled over its columns) in bins of ``x``."""
+    from jaxspec.models.scatter_vae import residual_stats  # imported on use: it loads flax
+
     st = residual_stats(r, x, bins=bins)
     mid = 0.5 * (st.edges[1:] + st.edges[:-1])
     ok = st.count > 0
@@ -108,7 +100,7 @@ def plot_residuals_vs_labels(
     matplotlib.figure.Figure
         ``n_rows * M`` axes, row-major.
     """
-    plt = _plt()
+    plt = require_matplotlib()
     values, names = _label_columns(labels, label_names)
     n = values.shape[0]
     coefficients = None if coefficients is None else np.atleast_1d(np.asarray(coefficients, int))
@@ -207,7 +199,7 @@ def plot_latent_projections(
         One axis per pair of dimensions, ``len(dims) * (len(dims) - 1) / 2``
         (the lower triangle of a grid), plus the colour bar's if ``color``.
     """
-    plt = _plt()
+    plt = require_matplotlib()
     z = np.asarray(z, np.float64)
     if z.ndim != 2 or z.shape[1] < 2:
         raise ValueError(f"z: expected shape (n, n_z) with n_z >= 2, found {z.shape}")

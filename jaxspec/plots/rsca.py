@@ -1,8 +1,4 @@
-"""The RSCA paper's figures (de Mijolla & Ness 2021, Fig. 3 and the rate against K).
-
-Re-exported by :mod:`jaxspec.plots`; ``jaxspec.plots`` is imported inside the
-functions because it imports this module at its top.
-"""
+"""The RSCA paper's figures (de Mijolla & Ness 2021, Fig. 3 and the rate against K)."""
 
 from __future__ import annotations
 
@@ -10,13 +6,9 @@ import math
 
 import numpy as np
 
+from jaxspec.plots._mpl import require_matplotlib
+
 __all__ = ["plot_rate_vs_components", "plot_rsca_dimensions"]
-
-
-def _plt():
-    from jaxspec.plots import require_matplotlib
-
-    return require_matplotlib()
 
 
 def plot_rsca_dimensions(embedding, fe_h, *, cluster_ids=None, n_dims: int = 4, ncols: int = 2, s: float = 4.0):
@@ -45,7 +37,7 @@ def plot_rsca_dimensions(embedding, fe_h, *, cluster_ids=None, n_dims: int = 4, 
     matplotlib.figure.Figure
         ``n_dims`` axes: x = [Fe/H], y = RSCA dimension ``i`` (1 = most discriminating).
     """
-    plt = _plt()
+    plt = require_matplotlib()
     emb = np.asarray(embedding, dtype=np.float64)
     if emb.ndim != 2:
         raise ValueError(f"embedding: expected a 2-D array (n_stars, n_dims), found shape {emb.shape}")
@@ -102,7 +94,7 @@ def plot_rate_vs_components(n_components, rates_spectra, *, rate_labels=None, ra
     matplotlib.figure.Figure
         Log-scale y axis when every rate drawn is positive.
     """
-    plt = _plt()
+    plt = require_matplotlib()
     k = np.asarray(n_components)
     rates = np.asarray(rates_spectra, dtype=np.float64)
     if k.ndim != 1 or rates.shape != k.shape:

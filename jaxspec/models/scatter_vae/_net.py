@@ -35,7 +35,7 @@ from flax import nnx
 
 from jaxspec import io
 from jaxspec.data.containers import default_float
-from jaxspec.models._svae_data import N_COEFF, SVAEBatch
+from jaxspec.models.scatter_vae._data import N_COEFF, SVAEBatch
 
 SCHEDULES = ("exponential", "cosine", "constant")
 _JITTER_EPS = 8.0  # diagonal jitter of the unit-diagonal full covariance, in machine epsilons (1e-6 in float32)
