@@ -11,7 +11,7 @@ errors and mask).  The three arrays are saved as float32 ``.npy`` for the PyTorc
 jaxspec, batch 1024, one warm-up epoch (which compiles) then ``--repeats`` timed ones, medians:
 
 ``fit``
-    :func:`jaxspec.optim.train.fit` with ``epochs=1`` on the host (numpy) arrays that
+    :func:`jaxspec.optim.train_loop` with ``epochs=1`` on the host (numpy) arrays that
     ``preprocess`` returns, as a user would call it (batches gathered on the host).
 ``fit_16``
     The same with ``steps_per_call=16`` (16 steps per compiled call, a ``lax.scan`` over batches
@@ -115,14 +115,14 @@ def _summary(times: list, losses: list, **extra) -> dict:
 
 
 def time_fit(step, params, opt_state, data, key, repeats: int, steps_per_call: int = 1) -> tuple[dict, svae.SVAEParams]:
-    """``train.fit(..., epochs=1)``: a warm-up call, then ``repeats`` calls continuing from its state.
+    """``train.train_loop(..., epochs=1)``: a warm-up call, then ``repeats`` calls continuing from its state.
 
     Each ``time_*`` returns its summary (times, median, epoch losses) and the params it ends with."""
     times, losses = [], []
     for r in range(repeats + 1):
         t0 = time.perf_counter()
-        res = train.fit(step, params, opt_state, data, key=jax.random.fold_in(key, r), epochs=1, batch_size=BATCH,
-                        steps_per_call=steps_per_call, progress=False)  # fmt: skip
+        res = train.train_loop(step, params, opt_state, data, key=jax.random.fold_in(key, r), epochs=1,
+                               batch_size=BATCH, steps_per_call=steps_per_call, progress=False)  # fmt: skip
         _block(res.params)
         times.append(time.perf_counter() - t0)
         params, opt_state = res.params, res.opt_state

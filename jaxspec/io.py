@@ -52,7 +52,7 @@ import numpy as np
 
 from jaxspec._version import __version__
 
-__all__ = ["ALIASES", "MODULES", "families", "info", "load", "register", "save"]
+__all__ = ["ALIASES", "MODULES", "families", "info", "load", "on_device", "register", "save"]
 
 FORMAT = "jaxspec-model"
 FORMAT_VERSION = 2
@@ -387,6 +387,10 @@ def load(path: str | os.PathLike, *, family: str | None = None) -> Any:
     family : str, optional
         Expected family; a file of another family is refused.
 
+    Returns
+    -------
+    The model, its array leaves on the default device (:func:`on_device`).
+
     Raises
     ------
     ValueError
@@ -403,4 +407,22 @@ def load(path: str | os.PathLike, *, family: str | None = None) -> Any:
     model = _decode(meta["tree"], arrays, str(path))
     if type(model) is not cls:
         raise ValueError(f"{path}: top-level object is {type(model).__name__}, not the {fam!r} model class")
-    return model
+    return on_device(model)
+
+
+def _device_leaf(x):
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf" and jax.dtypes.canonicalize_dtype(x.dtype) == x.dtype:
+        return jax.device_put(x)
+    return x
+
+
+def on_device(tree):
+    """``tree`` with its numpy leaves on the default device, where the current precision keeps their dtype.
+
+    A float64 leaf stays a numpy array unless ``JAX_ENABLE_X64`` is on, so it is
+    never silently rounded; static fields of a model (names, grids) are not
+    leaves and stay as they are.  :func:`load` and every family's ``fit``
+    return models placed so: prediction verbs then use the device arrays as
+    they are, and a model is uploaded once, not on every call.
+    """
+    return jax.tree_util.tree_map(_device_leaf, tree)

@@ -12,7 +12,7 @@ from jaxspec import Labels, Spectra, io
 from jaxspec.data.preprocess import Standardizer
 from jaxspec.models import lux
 from jaxspec.models.lux import mlp as lux_mlp
-from jaxspec.optim import _fit
+from jaxspec.optim import _loop
 from tests.conftest import assert_allclose, count_compiles
 
 N_TRAIN, N_TEST, N_PIX = 160, 100, 30
@@ -167,7 +167,7 @@ def test_train_step_compiles_once(label_case, monkeypatch):
         linear, *train, key=jax.random.key(3), hidden=(8,), epochs=3, batch_size=40, progress=False
     )
     assert len(result.history["loss"]) == 3  # 3 epochs of 4 steps each
-    assert len(steps) == 1 and _fit._keyed(steps[0])._cache_size() == 1  # fit calls it with the key folded in
+    assert len(steps) == 1 and _loop._keyed(steps[0])._cache_size() == 1  # fit calls it with the key folded in
 
 
 @pytest.mark.parametrize("case", ["label_case", "spectra_case"])

@@ -19,12 +19,12 @@ from jaxspec.optim.sharding import data_mesh
 from jaxspec.optim.train import (
     Checkpoint,
     Group,
-    fit,
     init_groups,
     make_multi_step,
     make_train_step,
     make_validation,
 )
+from jaxspec.optim.train import train_loop as fit
 from tests.conftest import assert_allclose
 
 DTYPES = [
@@ -401,7 +401,7 @@ def test_fit_progress_bar_and_partial_batches(capsys):
         make_train_step(mse, opt), zeros(), opt.init(zeros()), (x, y),
         key=jax.random.key(0), epochs=2, batch_size=10, progress=True,
     )  # fmt: skip
-    assert "fit" in capsys.readouterr().err
+    assert "train" in capsys.readouterr().err
     assert result.history["loss"].shape == (2,)
 
 
@@ -450,7 +450,7 @@ SHARDED_SCRIPT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, numpy as np, optax
     from jaxspec.optim.sharding import data_mesh
-    from jaxspec.optim.train import make_train_step, fit
+    from jaxspec.optim.train import make_train_step, train_loop as fit
     assert jax.device_count() == 4
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 3)).astype(np.float32); y = x @ np.array([1.0, -2.0, 0.5], np.float32)

@@ -150,3 +150,53 @@ def convert(
         _store(np.where(keep, vb, fill), out_v[rows], vname, r0)
         _store(iv, out_w[rows], wname, r0)
     return out_v, out_w
+
+
+# -- scalars and keys: configuration fields and call arguments -------------------------------------
+
+
+def check_key(key: Any, name: str = "key"):
+    """``key`` if it is a ``jax.random`` key (new-style ``jax.random.key`` or a legacy ``PRNGKey``), else a
+    ``TypeError`` naming ``name``."""
+    import jax
+
+    ok = isinstance(key, jax.Array) and (
+        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.shape == (2,) and key.dtype == np.uint32)
+    )
+    if not ok:
+        raise TypeError(f"{name}: expected a jax.random key (jax.random.key(seed)), found {key!r}")
+    return key
+
+
+def check_int(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` (Python or numpy integer, not bool) in ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name}: expected an int, found {type(value).__name__} {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        lo = "" if minimum is None else f">= {minimum}"
+        hi = "" if maximum is None else f"<= {maximum}"
+        raise ValueError(f"{name}: expected an int {' and '.join(filter(None, (lo, hi)))}, found {value!r}")
+    return int(value)
+
+
+def check_float(
+    value: Any, name: str, *, low: float | None = None, high: float | None = None, open_low: bool = False
+) -> float:
+    """``value`` as a finite ``float`` in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name}: expected a number, found {type(value).__name__} {value!r}")
+    v = float(value)
+    bad = not np.isfinite(v) or (low is not None and (v <= low if open_low else v < low))
+    bad = bad or (high is not None and v > high)
+    if bad:
+        lo = "" if low is None else f"{'>' if open_low else '>='} {low:g}"
+        hi = "" if high is None else f"<= {high:g}"
+        raise ValueError(f"{name}: expected a finite value {' and '.join(filter(None, (lo, hi)))}, found {value!r}")
+    return v
+
+
+def check_choice(value: Any, name: str, choices: tuple) -> Any:
+    """``value`` if it is one of ``choices``."""
+    if not isinstance(value, str | type(None) | bool) or value not in choices:
+        raise ValueError(f"{name}: expected one of {choices}, found {value!r}")
+    return value

@@ -1,17 +1,17 @@
 """The shared engine: solvers, per-star latent fits, train steps, sharding."""
 
 from jaxspec.optim.latents import FitOptions, GaussianPrior, LatentFit, fit_latents
-from jaxspec.optim.train import Checkpoint, FitResult, Group, fit, make_multi_step, make_train_step
+from jaxspec.optim.train import Checkpoint, Group, TrainResult, make_multi_step, make_train_step, train_loop
 
 __all__ = [
     "Checkpoint",
     "FitOptions",
-    "FitResult",
     "GaussianPrior",
     "Group",
     "LatentFit",
-    "fit",
+    "TrainResult",
     "fit_latents",
     "make_multi_step",
     "make_train_step",
+    "train_loop",
 ]

@@ -1,4 +1,4 @@
-"""Training checkpoints for :func:`jaxspec.optim.train.fit`: one ``.npz``, written atomically, never pickled.
+"""Training checkpoints for :func:`jaxspec.optim.train_loop`: one ``.npz``, written atomically, never pickled.
 
 A checkpoint holds the flattened leaves of ``params``, ``opt_state`` and (with
 validation) ``best_params``, each entry named by its position and checked on

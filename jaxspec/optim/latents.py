@@ -9,8 +9,15 @@ For a decoder :math:`f_\theta(z)` mapping ``P`` latents to ``n_out`` outputs
            + \tfrac12 (z - \mu)^\top \Lambda (z - \mu),
 
 with ``w = ivar`` (0 = masked) and a Gaussian prior of mean :math:`\mu` and
-precision :math:`\Lambda` (an L2 penalty of strength :math:`\Omega` is
-:math:`\mu = 0,\ \Lambda = \Omega I`; no prior is :math:`\Lambda = 0`).
+precision :math:`\Lambda`; no prior is :math:`\Lambda = 0`.
+
+**The L2 penalty, one convention for the engine and every family.** A
+penalty of strength :math:`\Omega` adds :math:`\Omega\lVert z\rVert^2` to the
+negative log-likelihood :math:`\tfrac12\chi^2`, as in the Lux paper's
+objective (Horta et al. 2025, Eqs. 7-8: :math:`g = -\ln\mathcal L + \Omega
+\sum_p z_p^2`); it is the Gaussian prior :math:`\mu = 0`,
+:math:`\Lambda = 2\Omega I` (:data:`PRECISION_PER_OMEGA`), built by
+:meth:`GaussianPrior.l2`.
 
 The objective is written for one star and ``jax.vmap``-ed once.  Stars are
 processed in chunks of a fixed shape (the last chunk padded with
@@ -47,7 +54,6 @@ avoid recompiling.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -56,14 +62,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
-from tqdm.auto import tqdm
 
 from jaxspec.data.containers import Labels, Spectra, default_float
 from jaxspec.optim import sharding, solvers
+from jaxspec.optim.chunks import map_chunks
 
-__all__ = ["METHODS", "FitOptions", "GaussianPrior", "LatentFit", "fit_latents"]
+__all__ = ["METHODS", "PRECISION_PER_OMEGA", "FitOptions", "GaussianPrior", "LatentFit", "fit_latents"]
 
 METHODS = ("linear", "gauss_newton", "levenberg_marquardt", "dense_gauss_newton", "lbfgs")
+
+#: The L2 penalty :math:`\Omega\lVert z\rVert^2` beside :math:`\tfrac12\chi^2` is the precision :math:`2\Omega I`.
+PRECISION_PER_OMEGA = 2.0
 
 
 class GaussianPrior(NamedTuple):
@@ -81,11 +90,17 @@ class GaussianPrior(NamedTuple):
     precision: Any
 
     @classmethod
-    def l2(cls, strength: float, n_latents: int) -> GaussianPrior:
-        r"""The L2 penalty :math:`\tfrac12\Omega\lVert z\rVert^2`: mean 0, precision :math:`\Omega I`."""
-        if not strength >= 0:
-            raise ValueError(f"strength: expected Omega >= 0, found {strength!r}")
-        return cls(np.zeros(n_latents), strength * np.eye(n_latents))
+    def l2(cls, omega: float, n_latents: int) -> GaussianPrior:
+        r"""The L2 penalty :math:`\Omega\lVert z\rVert^2` (Lux paper Eq. 7): mean 0, precision :math:`2\Omega I`.
+
+        Examples
+        --------
+        >>> GaussianPrior.l2(3.0, 2).precision.tolist()
+        [[6.0, 0.0], [0.0, 6.0]]
+        """
+        if isinstance(omega, bool) or not isinstance(omega, int | float | np.integer | np.floating) or not omega >= 0:
+            raise ValueError(f"omega: expected a number >= 0, found {omega!r}")
+        return cls(np.zeros(n_latents), PRECISION_PER_OMEGA * float(omega) * np.eye(n_latents))
 
 
 class FitOptions(NamedTuple):
@@ -230,7 +245,8 @@ def _fit_one(params, y, ivar, z0, mean, precision, root, *, decode, method, opti
 
 @partial(jax.jit, static_argnames=("decode", "method", "options", "has_prior", "covariance"))
 def _fit_chunk(params, y, ivar, z0, mean, precision, root, *, decode, method, options, has_prior, covariance):
-    """``vmap`` of the one-star fit over a chunk of stars ``(chunk, ...)``."""
+    """``vmap`` of the one-star fit over a chunk of stars ``(chunk, ...)``, in the dtype of ``z0``."""
+    y, ivar = y.astype(z0.dtype), ivar.astype(z0.dtype)
     static = {"has_prior": has_prior, "covariance": covariance}
     if method == "linear":
         p = z0.shape[1]
@@ -341,8 +357,8 @@ def fit_latents(
         Starting latents (ignored by ``"linear"`` except as the fallback
         without a prior).
     prior : GaussianPrior, optional
-        Gaussian prior on ``z`` (``GaussianPrior.l2(Omega, P)`` for an L2
-        penalty); default none.
+        Gaussian prior on ``z`` (``GaussianPrior.l2(omega, P)`` for the L2
+        penalty :math:`\Omega\lVert z\rVert^2`); default none.
     method : {"linear", "gauss_newton", "levenberg_marquardt", "dense_gauss_newton", "lbfgs"}
         ``"linear"`` requires a decoder affine in ``z`` (declared, not checked).
     options : FitOptions
@@ -401,22 +417,16 @@ def fit_latents(
     mean, precision, root = _check_prior(prior, p, dtype)
 
     mesh = sharding.data_mesh() if mesh is None else mesh
-    n_dev = mesh.devices.size
-    chunk = min(options.chunk_size, n)
-    chunk = math.ceil(chunk / n_dev) * n_dev
     static = {"decode": decode, "method": method, "options": options, "has_prior": prior is not None}
-    parts = []
-    for start in tqdm(range(0, n, chunk), disable=not progress, desc="fit_latents", unit="chunk"):
-        rows = (
-            y[start : start + chunk].astype(dtype, copy=False),
-            ivar[start : start + chunk].astype(dtype, copy=False),
-            z0[start : start + chunk],
-        )
-        rows, _ = sharding.pad_rows(rows, chunk)
-        rows = sharding.shard_batch(rows, mesh)
-        parts.append(_fit_chunk(params, *rows, mean, precision, root, covariance=covariance, **static))
-    fields = [
-        None if parts[0][i] is None else jnp.concatenate([part[i] for part in parts])[:n]
-        for i in range(len(LatentFit._fields))
-    ]
-    return LatentFit(*fields)
+
+    def one_chunk(rows):
+        return _fit_chunk(params, *rows, mean, precision, root, covariance=covariance, **static)
+
+    return map_chunks(
+        one_chunk,
+        (y, ivar, z0),
+        chunk_size=options.chunk_size,
+        mesh=mesh,
+        progress=progress,
+        desc="fit_latents",
+    )

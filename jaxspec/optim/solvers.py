@@ -37,7 +37,7 @@ import numpy as np
 import optax
 import optax.tree_utils as otu
 
-from jaxspec.optim.sharding import pad_rows
+from jaxspec.optim.chunks import map_chunks
 
 __all__ = [
     "LEAST_SQUARES_METHODS",
@@ -408,15 +408,8 @@ def weighted_lstsq(design, y, w, x0=None, *, precision=None, prior_rhs=None, bat
     n = y.shape[0]
     if batch_size is None or batch_size >= n:
         return _lstsq_rows(design, y, w, x0, precision, prior_rhs)
-    # A Python loop over fixed-size chunks (the last one padded): one compilation, bounded memory.
-    xs, grams = [], []
-    for start in range(0, n, batch_size):
-        rows = tuple(a[start : start + batch_size] for a in (y, w, x0))
-        rows, k = pad_rows(rows, batch_size)
-        x, gram = _lstsq_rows(design, *rows, precision, prior_rhs)
-        xs.append(x[:k])
-        grams.append(gram[:k])
-    return jnp.concatenate(xs), jnp.concatenate(grams)
+    # fixed-size chunks (the last one padded): one compilation, bounded memory
+    return map_chunks(lambda rows: _lstsq_rows(design, *rows, precision, prior_rhs), (y, w, x0), chunk_size=batch_size)
 
 
 @jax.jit

@@ -27,18 +27,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxspec.optim._fit import Checkpoint, FitResult, fit, make_validation
+from jaxspec.optim._loop import Checkpoint, TrainResult, make_validation, train_loop
 from jaxspec.optim.sharding import batch_sharding, replicate, replicated
 
 __all__ = [
     "Checkpoint",
-    "FitResult",
     "Group",
-    "fit",
+    "TrainResult",
     "init_groups",
     "make_multi_step",
     "make_train_step",
     "make_validation",
+    "train_loop",
 ]
 
 

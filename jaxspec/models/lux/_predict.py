@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.data.containers import Labels, Spectra, default_float
-from jaxspec.models.lux import _steps as steps
 from jaxspec.models.lux._model import LuxModel
 from jaxspec.optim.latents import FitOptions, GaussianPrior, LatentFit, fit_latents
 from jaxspec.optim.scatter import flux_weights_np
@@ -148,7 +147,7 @@ def test_prior(model: LuxModel, omega) -> GaussianPrior | None:
     omega = float(omega)
     if not (np.isfinite(omega) and omega >= 0):
         raise ValueError(f"omega: expected a finite value >= 0 or 'empirical', found {omega!r}")
-    return GaussianPrior.l2(steps.PRECISION_PER_OMEGA * omega, p) if omega > 0 else None
+    return GaussianPrior.l2(omega, p) if omega > 0 else None
 
 
 def mask_groups(masks: np.ndarray):

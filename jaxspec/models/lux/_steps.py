@@ -28,13 +28,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxspec.optim.latents import PRECISION_PER_OMEGA
 from jaxspec.optim.scatter import flux_weights, scatter_step
 from jaxspec.optim.solvers import weighted_lstsq
 
-__all__ = ["PRECISION_PER_OMEGA", "a_step", "b_step", "flux_weights", "objective", "scatter_step", "z_step"]
-
-#: The penalty :math:`\Omega \lVert z\rVert^2` is the Gaussian precision :math:`2\Omega I` on ``z``.
-PRECISION_PER_OMEGA = 2.0
+__all__ = ["a_step", "b_step", "flux_weights", "objective", "scatter_step", "z_step"]
 
 
 def a_step(a, z, labels, label_w, *, batch_size=None):

@@ -12,7 +12,7 @@ labels, for ``output="labels"``; ``B`` ``(L, P)``, flux, for
 ``output="spectra"``) and the MLP (Flax NNX, ``tanh`` hidden layers) with a
 zero last layer, so :math:`g(z) = C z` exactly before training.  ``C`` and the
 MLP are trained with :func:`jaxspec.optim.make_train_step` and
-:func:`jaxspec.optim.fit` (Adam) on the weighted chi2 of that output,
+:func:`jaxspec.optim.train_loop` (Adam) on the weighted chi2 of that output,
 :math:`L = \frac1N \sum_{n,i} w_{ni} (y_{ni} - g(z_n)_i)^2`, ``w`` the
 standardised label inverse variances or :math:`1/(\sigma^2 + s^2)` with the
 Lux pixel scatter ``s`` (0 = missing/masked); :math:`\mu_z, \sigma_z` are the
@@ -52,11 +52,10 @@ from flax import nnx
 from jaxspec import io
 from jaxspec.data.containers import Labels, Spectra, default_float
 from jaxspec.models import lux
-from jaxspec.models.lux import _steps as _lux_steps
 from jaxspec.models.lux._predict import as_outputs, check_labels
 from jaxspec.optim.latents import FitOptions, GaussianPrior, LatentFit, fit_latents
 from jaxspec.optim.scatter import flux_weights_np
-from jaxspec.optim.train import fit, make_train_step
+from jaxspec.optim.train import make_train_step, train_loop
 
 __all__ = [
     "OUTPUTS",
@@ -284,7 +283,7 @@ def fit_mlp_output(
     optimizer = optax.adam(learning_rate)
     step = make_train_step(loss_fn, optimizer, has_aux=True)
     batch_size = min(128, n) if batch_size is None else batch_size
-    result = fit(
+    result = train_loop(
         step,
         params,
         optimizer.init(params),
@@ -353,7 +352,7 @@ def infer_latents_mlp(
     flux, ivar, _ = as_outputs(spectra, None, model.lux)
     w = flux_weights_np(ivar, model.lux.params.ln_s)
     p = model.lux.n_latents
-    prior = GaussianPrior.l2(_lux_steps.PRECISION_PER_OMEGA * omega, p) if omega > 0 else None
+    prior = GaussianPrior.l2(omega, p) if omega > 0 else None
     params = (model.params, model.z_center, model.z_scale)
     return fit_latents(
         _decoder(model.graphdef),

@@ -17,7 +17,7 @@ per-coefficient intrinsic scatter :math:`s > 0` (softplus).  The loss per star
 :math:`\hat x, s` decoded from one draw :math:`z = \mu + e^{\log\sigma^2/2}\epsilon`,
 is averaged over a minibatch and minimised by SGD with momentum
 (:func:`fit`, through :func:`jaxspec.optim.train.make_train_step` and
-:func:`jaxspec.optim.train.fit`).
+:func:`jaxspec.optim.train_loop`).
 
 Units: :func:`decode`, :func:`encode` work in standardised units;
 :func:`reconstruct` returns e-/s (archive units, like ``coefficients``);

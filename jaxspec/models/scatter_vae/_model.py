@@ -165,7 +165,7 @@ def fit(
         validation = make_validation(
             loss_fn, val_set, batch_size=batch_size, has_aux=True, key=jax.random.fold_in(key, 3)
         )
-    result = train.fit(
+    result = train.train_loop(
         step,
         params,
         optimizer.init(params),

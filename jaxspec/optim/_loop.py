@@ -1,4 +1,4 @@
-"""The minibatch loop around a train step: :func:`fit` and :func:`make_validation`.
+"""The minibatch loop around a train step: :func:`train_loop` and :func:`make_validation`.
 
 Re-exported by :mod:`jaxspec.optim.train`; see its docstring for the step contract.
 """
@@ -20,7 +20,7 @@ from jaxspec.optim import _checkpoint
 
 
 class Checkpoint(NamedTuple):
-    """Where and how often :func:`fit` saves its state.
+    """Where and how often :func:`train_loop` saves its state.
 
     Attributes
     ----------
@@ -35,8 +35,8 @@ class Checkpoint(NamedTuple):
     every: int = 1
 
 
-class FitResult(NamedTuple):
-    """What :func:`fit` returns.
+class TrainResult(NamedTuple):
+    """What :func:`train_loop` returns.
 
     Attributes
     ----------
@@ -86,7 +86,7 @@ def _take(tree, idx):
 
 
 def make_validation(loss_fn: Callable, data, *, batch_size: int, has_aux=False, key=None) -> Callable:
-    """A ``validation(params) -> scalar`` for :func:`fit`: the mean of ``loss_fn`` over ``data``.
+    """A ``validation(params) -> scalar`` for :func:`train_loop`: the mean of ``loss_fn`` over ``data``.
 
     Parameters
     ----------
@@ -186,7 +186,7 @@ def _best(history: dict) -> int | None:
     return None if not val else int(np.argmin(np.asarray(val)))
 
 
-def fit(
+def train_loop(
     step: Callable,
     params,
     opt_state,
@@ -200,7 +200,7 @@ def fit(
     checkpoint: Checkpoint | None = None,
     steps_per_call: int = 1,
     progress: bool = True,
-) -> FitResult:
+) -> TrainResult:
     r"""Train with ``step`` over shuffled minibatches of ``data``.
 
     Each epoch draws a permutation of the stars, ``shuffle, root =
@@ -249,7 +249,7 @@ def fit(
 
     Returns
     -------
-    FitResult
+    TrainResult
         ``(params, opt_state, history, converged, best_epoch, best_params)``.
 
     Raises
@@ -299,7 +299,7 @@ def fit(
         patience is not None and best_epoch is not None and len(history["val_loss"]) - 1 - best_epoch >= patience
     )
 
-    bar = tqdm(total=epochs, initial=start, desc="fit", unit="epoch", disable=not progress)
+    bar = tqdm(total=epochs, initial=start, desc="train", unit="epoch", disable=not progress)
     epoch = start
     while epoch < epochs and not converged:
         params, opt_state, row = _run_epoch(
@@ -308,11 +308,11 @@ def fit(
         if "loss" not in row:
             raise ValueError(f"step: its metrics must include 'loss', found {sorted(row)}")
         if not np.all(np.isfinite(row["loss"])):
-            raise FloatingPointError(f"fit: training loss is {row['loss']} in epoch {epoch}")
+            raise FloatingPointError(f"train_loop: training loss is {row['loss']} in epoch {epoch}")
         if validation is not None:
             row["val_loss"] = np.asarray(jax.device_get(validation(params)))
             if not np.isfinite(row["val_loss"]):
-                raise FloatingPointError(f"fit: validation loss is {row['val_loss']} after epoch {epoch}")
+                raise FloatingPointError(f"train_loop: validation loss is {row['val_loss']} after epoch {epoch}")
             if best_epoch is None or row["val_loss"] < history["val_loss"][best_epoch]:
                 best_epoch, best_params = epoch, params
             elif patience is not None and epoch - best_epoch >= patience:
@@ -329,4 +329,4 @@ def fit(
             )
     bar.close()
     history_arrays = {k: np.stack(v) for k, v in history.items()}
-    return FitResult(params, opt_state, history_arrays, bool(converged), best_epoch, best_params)
+    return TrainResult(params, opt_state, history_arrays, bool(converged), best_epoch, best_params)

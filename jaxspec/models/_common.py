@@ -1,0 +1,204 @@
+"""The family contract: what every model family shares (``docs/families.md`` walks through it).
+
+* :func:`model_dataclass` registers a frozen dataclass as a JAX pytree: array
+  fields are leaves, fields declared with :func:`static` (names, wavelength
+  grids, the config) are static metadata, so a model passes through
+  ``jax.jit``, ``jax.vmap`` and ``jax.grad``.
+* :class:`FitResult` is what every ``fit`` returns.
+* :class:`LabelPrediction` and :class:`SpectraPrediction` are what every
+  ``predict_labels`` and ``predict_spectra`` return.
+* :data:`CHUNK_SIZE` is the one default of every ``chunk_size``; every verb's
+  ``progress`` defaults to ``True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jaxspec.data.containers import Labels, Spectra
+from jaxspec.io import on_device
+
+__all__ = [
+    "CHUNK_SIZE",
+    "FitResult",
+    "LabelPrediction",
+    "SpectraPrediction",
+    "model_dataclass",
+    "on_device",
+    "static",
+]
+
+#: Stars per compiled chunk of every batch verb: bounded memory (a chunk of 7514-pixel spectra with their
+#: weights is ~60 MB in float32) and one compilation per verb; large enough that a chunk's dispatch costs
+#: little beside its arithmetic on a CPU (measured: benchmarks/RESULTS.md).
+CHUNK_SIZE = 1024
+
+
+class FitResult(NamedTuple):
+    """What every family's ``fit`` returns.
+
+    Attributes
+    ----------
+    model
+        The trained model: a frozen dataclass registered as a JAX pytree, saved
+        by ``jaxspec.io.save``.
+    history : dict of str to numpy array
+        Loss or objective terms, one row per iteration, step or epoch.
+    converged : bool
+        The fit met its tolerance (an EM or block-coordinate tolerance, or early
+        stopping on the validation loss); False when it stopped at its
+        iteration or epoch cap instead.
+    aux : dict
+        What the fit computed on the training stars that the model does not
+        keep (training latents, the best epoch, ...); named by each family.
+    """
+
+    model: Any
+    history: dict
+    converged: bool
+    aux: dict
+
+
+class LabelPrediction(NamedTuple):
+    """Labels predicted from spectra (``n`` stars, ``M`` labels).
+
+    Attributes
+    ----------
+    labels : Labels
+        Physical units; ``ivar`` from the covariance's diagonal (0 for a
+        flagged star, whose value is the model's label centre).
+    covariance : array ``(n, M, M)``
+        Label covariance in physical units (``inf`` diagonal when flagged).
+    z : array ``(n, P)`` or None
+        The star's latents, for latent-variable models.
+    reduced_chi2 : array ``(n,)``
+        Chi2 of the spectrum fit over (measured pixels - free parameters).
+    flagged : bool array ``(n,)``
+        No measured pixel, or the fit failed: the star's labels are placeholders.
+    """
+
+    labels: Labels
+    covariance: Any
+    z: Any
+    reduced_chi2: Any
+    flagged: Any
+
+
+class SpectraPrediction(NamedTuple):
+    """Spectra predicted from labels (``n`` stars).
+
+    Attributes
+    ----------
+    spectra : Spectra
+        Model flux; ``ivar`` the inverse of the model's predictive variance
+        (0 for a flagged star, whose flux is 1).
+    z : array ``(n, P)`` or None
+        The star's latents, for latent-variable models.
+    reduced_chi2 : array ``(n,)`` or None
+        Chi2 of the label fit, where the labels were fitted.
+    flagged : bool array ``(n,)``
+        No measured label, or the fit failed.
+    """
+
+    spectra: Spectra
+    z: Any
+    reduced_chi2: Any
+    flagged: Any
+
+
+# -- models as pytrees ---------------------------------------------------------------------------
+
+
+def static(**kwargs):
+    """A dataclass field that is static metadata of the pytree (names, grids, config), not a leaf."""
+    metadata = {**kwargs.pop("metadata", {}), "static": True}
+    return dataclasses.field(metadata=metadata, **kwargs)
+
+
+def _key(value):
+    """A hashable stand-in for a static value; arrays by shape, dtype and a digest of their bytes."""
+    if isinstance(value, np.ndarray):
+        digest = hashlib.blake2b(np.ascontiguousarray(value).tobytes(), digest_size=16).digest()
+        return ("ndarray", value.shape, value.dtype.str, digest)
+    if isinstance(value, tuple | list):
+        return (type(value).__name__, *map(_key, value))
+    if isinstance(value, dict):
+        return ("dict", *((k, _key(v)) for k, v in sorted(value.items())))
+    return value
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.shape == b.shape
+            and a.dtype == b.dtype
+            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+        )
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and bool(a == b)
+
+
+class _Static:
+    """The static fields of one model: hashable and comparable although they may hold numpy arrays."""
+
+    __slots__ = ("_hash", "values")
+
+    def __init__(self, values: tuple):
+        self.values = values
+        self._hash = None
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(_key(self.values))
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Static) and (self is other or _same(self.values, other.values))
+
+    def __repr__(self) -> str:
+        return f"_Static({len(self.values)} fields)"
+
+
+def model_dataclass(cls: type) -> type:
+    """Register a frozen dataclass as a JAX pytree: :func:`static` fields are metadata, the others children.
+
+    Children may be arrays, ``None`` or pytrees (parameter NamedTuples, nested
+    models).  Rebuilding from leaves (``jax.tree.map``, a trace) bypasses
+    ``__init__``, so validation in ``__post_init__`` runs only when a model
+    is constructed (by ``fit`` or ``io.load``), never on tracers.
+    """
+    if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
+        raise TypeError(f"model_dataclass: expected a frozen dataclass, found {cls!r}")
+    fields = dataclasses.fields(cls)
+    children = tuple(f.name for f in fields if not f.metadata.get("static"))
+    meta = tuple(f.name for f in fields if f.metadata.get("static"))
+
+    def flatten_with_keys(obj):
+        return tuple((jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in children), _Static(
+            tuple(getattr(obj, n) for n in meta)
+        )
+
+    def flatten(obj):
+        return tuple(getattr(obj, n) for n in children), _Static(tuple(getattr(obj, n) for n in meta))
+
+    def unflatten(aux: _Static, values):
+        obj = object.__new__(cls)
+        for name, value in zip(children, values, strict=True):
+            object.__setattr__(obj, name, value)
+        for name, value in zip(meta, aux.values, strict=True):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    cls._jaxspec_static_fields = meta
+    return cls
