@@ -178,20 +178,14 @@ def write_pollux_input(data: LuxData, path: str | os.PathLike) -> None:
 # -- jaxspec ------------------------------------------------------------------------------
 
 
-def _fit(data: LuxData, n_latents: int | None, omega: float, seed: int) -> lux.LuxFit:
-    out = lux.fit(
-        data.train_labels,
-        data.train_spectra,
-        key=jax.random.key(seed),
-        n_latents=n_latents,
-        omega=omega,
-        progress=False,
-    )
-    jax.block_until_ready((out.model.params, out.z))
+def _fit(data: LuxData, n_latents: int | None, omega: float, seed: int) -> lux.FitResult:
+    config = lux.Config(n_latents=n_latents, omega=omega)
+    out = lux.fit(data.train_spectra, data.train_labels, key=jax.random.key(seed), config=config, progress=False)
+    jax.block_until_ready((out.model.params, out.aux["z"]))
     return out
 
 
-def _predict(model: lux.LuxModel, data: LuxData) -> lux.LabelPrediction:
+def _predict(model: lux.Model, data: LuxData) -> lux.LabelPrediction:
     out = lux.predict_labels(model, data.test_spectra, progress=False)
     jax.block_until_ready((out.labels.values, out.covariance))
     return out
@@ -436,7 +430,7 @@ def main(argv=None) -> dict:
     return record
 
 
-# -- harness entries (``python benchmarks/run.py lux_fit_mock`` / ``jaxspec bench``) ---------------
+# -- harness entries (``python benchmarks/run.py lux_fit_mock``) ---------------
 
 
 def _bench_fit(kind: str):

@@ -13,6 +13,7 @@ import pytest
 import jaxspec.io
 from jaxspec.data.containers import Labels, Spectra
 from jaxspec.models import cannon
+from jaxspec.models.cannon import _fit as cannon_fit
 from tests.conftest import assert_allclose, count_compiles
 
 NAMES = ("TEFF", "LOGG")
@@ -54,7 +55,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def trained(data):
-    return cannon.fit(data.spectra, data.labels_container())
+    return cannon.fit(data.spectra, data.labels_container(), progress=False)
 
 
 def _normal_equations(dsg, flux, w):
@@ -66,7 +67,7 @@ def _normal_equations(dsg, flux, w):
 
 
 def _true_model(scatter=SCATTER):
-    return cannon.CannonModel(PLANTED_THETA, np.asarray(scatter, np.float32), PIVOT, SCALE, NAMES)
+    return cannon.Model(PLANTED_THETA, np.asarray(scatter, np.float32), PIVOT, SCALE, NAMES)
 
 
 PLANTED_THETA = Planted().theta.astype(np.float32)
@@ -93,7 +94,7 @@ def test_theta_step_equals_weighted_normal_equations_at_fixed_scatter(data):
     scatter = np.linspace(0.01, 0.1, N_PIX)
     flux = np.where(data.ivar > 0, data.flux, 0.0).astype(np.float32)
     ivar = data.ivar.astype(np.float32)
-    got = cannon._theta_step(np.zeros((N_PIX, Q), np.float32), scatter.astype(np.float32), dsg, flux, ivar)
+    got = cannon_fit._theta_step(np.zeros((N_PIX, Q), np.float32), scatter.astype(np.float32), dsg, flux, ivar)
     w = data.ivar / (1.0 + data.ivar * scatter**2)
     assert_allclose(got, _normal_equations(dsg, data.flux * (data.ivar > 0), w), scale=4)
 
@@ -110,8 +111,9 @@ def test_fit_theta_is_the_exact_solve_at_the_returned_scatter(data, trained):
 
 def test_fit_recovers_planted_theta_and_scatter(data, trained):
     model = trained.model
-    assert trained.converged and len(trained.history) >= 2
-    assert np.all(np.diff(trained.history) <= 1e-5 * np.abs(trained.history[:-1]))
+    history = trained.history["objective"]
+    assert trained.converged and len(history) >= 2 and trained.aux["n_used"] == N_STARS
+    assert np.all(np.diff(history) <= 1e-5 * np.abs(history[:-1]))
     assert_allclose(model.pivot, np.median(data.labels, axis=0), dtype=np.float64)
     lo, hi = np.percentile(data.labels, [2.5, 97.5], axis=0)
     assert_allclose(model.scale, (hi - lo) / 4, dtype=np.float64)
@@ -135,38 +137,43 @@ def test_normalised_residuals_have_unit_std_and_nan_where_masked(data, trained):
     assert np.all(np.abs(np.nanstd(r, axis=0) - 1.0) < 0.12)
     assert abs(np.nanmean(r)) < 0.03
     # without the scatter the residuals of the high-scatter pixels are far too wide
-    no_s = cannon.CannonModel(trained.model.theta, 0 * trained.model.scatter, PIVOT, SCALE, NAMES)
+    no_s = cannon.Model(trained.model.theta, 0 * trained.model.scatter, PIVOT, SCALE, NAMES)
     wide = cannon.normalised_residuals(no_s, data.spectra, data.labels)
     assert np.nanstd(wide[:, -1]) > 2.0
 
 
-def test_infer_labels_recovers_planted_labels(data):
+def test_predict_labels_recovers_planted_labels(data):
     model = _true_model(np.zeros(N_PIX))
     rng = np.random.default_rng(1)
     n, noise = 30, 1e-4
     flux = data.clean[:n] + noise * rng.normal(size=(n, N_PIX))
-    out = cannon.infer_labels(model, Spectra(flux, err=np.full(flux.shape, noise)))
-    assert out.converged.all() and out.labels.names == NAMES
+    out = cannon.predict_labels(model, Spectra(flux, err=np.full(flux.shape, noise)), progress=False)
+    assert not out.flagged.any() and out.labels.names == NAMES and out.z is None
     err = np.asarray(out.labels.values, np.float64) - data.labels[:n]
     sd = np.sqrt(np.diagonal(out.covariance, axis1=1, axis2=2))
     assert np.all(sd < 0.01 * SCALE) and np.all(np.abs(err) < 5 * sd)
     assert_allclose(np.asarray(out.labels.ivar), 1 / sd**2, rtol=1e-3)
-    assert_allclose(np.mean(out.chi2), N_PIX - M, rtol=0.2)
+    assert_allclose(np.mean(out.reduced_chi2), 1.0, rtol=0.2)  # chi2 / (N_PIX - M)
     # a masked pixel with garbage flux, and an explicit init, give the same labels
     ivar = np.full(flux.shape, noise**-2)
     ivar[:, 3], flux[:, 3] = 0.0, 1e6
-    again = cannon.infer_labels(model, (flux, ivar), init=data.labels[:n] + 0.1 * SCALE)
+    again = cannon.predict_labels(model, (flux, ivar), init=data.labels[:n] + 0.1 * SCALE, progress=False)
     sd = np.sqrt(np.diagonal(again.covariance, axis1=1, axis2=2))
-    assert again.converged.all() and np.all(np.abs(again.labels.values - data.labels[:n]) < 5 * sd)
+    assert not again.flagged.any() and np.all(np.abs(again.labels.values - data.labels[:n]) < 5 * sd)
 
 
 def test_predict_spectra_of_the_true_model_is_the_clean_flux(data):
     pred = cannon.predict_spectra(_true_model(), data.labels_container())
-    assert_allclose(pred, data.clean, scale=4)
+    assert_allclose(pred.spectra.flux, data.clean, scale=4)
+    # the predictive variance is the intrinsic scatter (the largest finite weight where it is 0)
+    assert_allclose(np.asarray(pred.spectra.ivar[0, 1:]), 1.0 / SCATTER[1:] ** 2, rtol=1e-5)
+    assert np.isfinite(pred.spectra.ivar).all() and not pred.flagged.any()
     missing = data.labels[:3].copy()
     missing[1, 0] = np.nan
-    out = np.asarray(cannon.predict_spectra(_true_model(), missing))
-    assert np.all(np.isnan(out[1])) and np.all(np.isfinite(out[[0, 2]]))
+    out = cannon.predict_spectra(_true_model(), missing)
+    assert out.flagged.tolist() == [False, True, False]
+    assert np.all(np.asarray(out.spectra.flux[1]) == 1.0) and np.all(np.asarray(out.spectra.ivar[1]) == 0.0)
+    assert_allclose(np.asarray(out.spectra.flux)[[0, 2]], data.clean[[0, 2]], scale=4)
 
 
 # -- missing data ------------------------------------------------------------------------------
@@ -183,16 +190,16 @@ def test_stars_with_missing_labels_are_excluded(data, trained):
     lab[7, 1] = np.nan
     keep = np.ones(N_STARS, bool)
     keep[[3, 7, 50]] = False
-    ref = cannon.fit((data.flux[keep], data.ivar[keep]), data.labels[keep]).model
-    _same_model(cannon.fit(data.spectra, lab).model, ref)
-    _same_model(cannon.fit(data.spectra, data.labels_container(lab)).model, ref)
+    ref = cannon.fit((data.flux[keep], data.ivar[keep]), data.labels[keep], progress=False).model
+    _same_model(cannon.fit(data.spectra, lab, progress=False).model, ref)
+    _same_model(cannon.fit(data.spectra, data.labels_container(lab), progress=False).model, ref)
 
 
 def test_masked_pixels_carry_no_weight(data, trained):
     garbage = np.where(data.ivar > 0, data.flux, 1e6)
-    _same_model(cannon.fit((garbage, data.ivar), data.labels).model, trained.model)
+    _same_model(cannon.fit((garbage, data.ivar), data.labels, progress=False).model, trained.model)
     nan = np.where(data.ivar > 0, data.flux, np.nan)
-    _same_model(cannon.fit((nan, data.ivar), data.labels).model, trained.model)
+    _same_model(cannon.fit((nan, data.ivar), data.labels, progress=False).model, trained.model)
 
 
 # -- bad input ----------------------------------------------------------------------------------
@@ -216,8 +223,8 @@ def _bad_inputs(data):
         ((f, iv), inf_lab, {}, ValueError, "labels: expected finite"),
         ((f, iv), lab.astype(complex), {}, TypeError, "labels: expected Labels or a real array"),
         ((f[: Q - 1], iv[: Q - 1]), lab[: Q - 1], {}, ValueError, "labels: expected at least Q = 6 training stars"),
-        ((f, iv), lab, {"n_iter": 0}, ValueError, "n_iter"),
-        ((f, iv), lab, {"tol": -1.0}, ValueError, "tol"),
+        ((f, iv), lab, {"config": {"n_iter": 4}}, TypeError, "config: expected a cannon.Config"),
+        ((f, iv), lab, {"key": 0}, TypeError, "key: expected a jax.random key"),
     ]
 
 
@@ -225,27 +232,41 @@ def _bad_inputs(data):
 def test_bad_input_raises(data, case):
     spectra, labels, kwargs, exc, match = _bad_inputs(data)[case]
     with pytest.raises(exc, match=match):
-        cannon.fit(spectra, labels, **kwargs)
+        cannon.fit(spectra, labels, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"n_iter": 0}, ValueError, "config.n_iter: expected an int >= 1"),
+        ({"n_iter": 2.5}, TypeError, "config.n_iter: expected an int"),
+        ({"tol": -1.0}, ValueError, "config.tol: expected a finite value > 0"),
+        ({"tol": float("nan")}, ValueError, "config.tol"),
+    ],
+)
+def test_config_validates_itself(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        cannon.Config(**kwargs)
 
 
 def test_bad_input_to_model_functions_raises(data, trained):
     model = trained.model
     with pytest.raises(ValueError, match=r"spectra: expected flux and ivar of shape \(n_stars, 12\)"):
-        cannon.infer_labels(model, (data.flux[:, :-1], data.ivar[:, :-1]))
+        cannon.predict_labels(model, (data.flux[:, :-1], data.ivar[:, :-1]))
     with pytest.raises(ValueError, match="init"):
-        cannon.infer_labels(model, data.spectra, init=np.zeros(3))
+        cannon.predict_labels(model, data.spectra, init=np.zeros(3))
     with pytest.raises(ValueError, match="labels: expected the model's labels"):
         cannon.predict_spectra(model, Labels(data.labels, err=np.ones_like(data.labels), names=("TEFF", "FE_H")))
     with pytest.raises(ValueError, match=r"labels: expected shape \(n_stars, 2\)"):
         cannon.predict_spectra(model, data.labels[:, :1])
     with pytest.raises(ValueError, match="labels: expected 400 stars"):
         cannon.normalised_residuals(model, data.spectra, data.labels[:5])
-    with pytest.raises(TypeError, match="model: expected a CannonModel"):
+    with pytest.raises(TypeError, match=r"model: expected a cannon\.Model"):
         cannon.predict_spectra((PIVOT, SCALE), data.labels)
     with pytest.raises(ValueError, match="model: expected finite pivot and positive scale"):
         cannon.design((PIVOT, -SCALE), data.labels)
-    with pytest.raises(ValueError, match="CannonModel: expected theta"):
-        cannon.CannonModel(model.theta[:, :-1], model.scatter, PIVOT, SCALE, NAMES)
+    with pytest.raises(ValueError, match=r"cannon\.Model: expected theta"):
+        cannon.Model(model.theta[:, :-1], model.scatter, PIVOT, SCALE, NAMES)
 
 
 # -- io and compilation ---------------------------------------------------------------------------
@@ -255,18 +276,19 @@ def test_save_load_roundtrip(tmp_path, data, trained):
     path = jaxspec.io.save(tmp_path / "cannon", trained.model)
     assert jaxspec.io.info(path)["family"] == "cannon"
     loaded = jaxspec.io.load(path, family="cannon")
-    assert isinstance(loaded, cannon.CannonModel) and loaded.label_names == NAMES
+    assert isinstance(loaded, cannon.Model) and loaded.label_names == NAMES and loaded.config == trained.model.config
     _same_model(loaded, trained.model)
     np.testing.assert_array_equal(
-        cannon.predict_spectra(loaded, data.labels), cannon.predict_spectra(trained.model, data.labels)
+        cannon.predict_spectra(loaded, data.labels).spectra.flux,
+        cannon.predict_spectra(trained.model, data.labels).spectra.flux,
     )
 
 
-def test_infer_labels_compiles_once(data, trained):
-    first = cannon.infer_labels(trained.model, (data.flux[:20], data.ivar[:20]))
+def test_predict_labels_compiles_once(data, trained):
+    first = cannon.predict_labels(trained.model, (data.flux[:20], data.ivar[:20]), progress=False)
     with count_compiles() as compiles:
-        second = cannon.infer_labels(trained.model, (data.flux[20:40], data.ivar[20:40]))
-    assert len(compiles) == 0, f"second infer_labels call compiled {len(compiles)} time(s)"
-    assert first.converged.all() and second.converged.all()
+        second = cannon.predict_labels(trained.model, (data.flux[20:40], data.ivar[20:40]), progress=False)
+    assert len(compiles) == 0, f"second predict_labels call compiled {len(compiles)} time(s)"
+    assert not first.flagged.any() and not second.flagged.any()
     rmse = np.sqrt(np.mean((np.asarray(second.labels.values, np.float64) - data.labels[20:40]) ** 2, axis=0))
     assert np.all(rmse < 0.15 * SCALE)

@@ -89,7 +89,7 @@ def test_lux_train_writes_a_model_that_io_loads(lux_run, capsys):
     from jaxspec.models import lux
 
     model = io.load(lux_run["model"], family="lux")
-    assert isinstance(model, lux.LuxModel)
+    assert isinstance(model, lux.Model)
     assert model.label_names == tuple(LUX_NAMES)
     assert model.n_latents == 12 and model.n_pix == (7514,)
     assert io.info(lux_run["model"])["user"]["lux_train"]["n_train"] == 40

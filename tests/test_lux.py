@@ -58,9 +58,9 @@ class Planted:
         return self.labels[N_TRAIN:], self.spectra[N_TRAIN:]
 
 
-def fit(labels, spectra, **kwargs):
-    kwargs = {"key": jax.random.key(0), "n_latents": N_LATENTS, "omega": OMEGA, "progress": False, **kwargs}
-    return lux.fit(labels, spectra, **kwargs)
+def fit(labels, spectra, *, label_masks=None, **config):
+    config = lux.Config(**{"n_latents": N_LATENTS, "omega": OMEGA, **config})
+    return lux.fit(spectra, labels, key=jax.random.key(0), config=config, label_masks=label_masks, progress=False)
 
 
 def rmse(pred, truth):
@@ -148,12 +148,12 @@ def test_weighted_lstsq_with_prior_equals_normal_equations():
 
 def test_fit_returns_model_and_history(trained):
     model = trained.model
-    assert isinstance(model, lux.LuxModel) and isinstance(model.params, lux.LuxParams)
+    assert isinstance(model, lux.Model) and isinstance(model.params, lux.Params)
     assert model.params.A.shape == (len(NAMES), N_LATENTS)
     assert model.params.B.shape == (N_PIX, N_LATENTS)
     assert model.params.ln_s.shape == (N_PIX,)
     assert model.label_names == NAMES and model.n_latents == N_LATENTS and model.n_pix == (N_PIX,)
-    assert trained.z.shape == (N_TRAIN, N_LATENTS)
+    assert trained.aux["z"].shape == (N_TRAIN, N_LATENTS) and trained.converged
     assert list(trained.history["step"][-3:]) == ["agenda2.scatter", "agenda2.B", "agenda2.z"]
     assert all(np.all(np.isfinite(np.asarray(x))) for x in model.params)
 
@@ -161,7 +161,7 @@ def test_fit_returns_model_and_history(trained):
 def test_agenda1_objective_does_not_increase(trained):
     hist = trained.history
     agenda1 = np.array([s.startswith("agenda1") for s in hist["step"]])
-    assert agenda1.sum() == lux.Agenda().n_iter
+    assert agenda1.sum() == lux.Config().n_iter
     obj = np.asarray(hist["objective"])[agenda1]
     np.testing.assert_array_less(np.diff(obj), 1e-5 * np.abs(obj[1:]) + 1e-6)
     # the scatter step and the B step of Agenda 2 (same penalty-free objective) go on decreasing
@@ -202,14 +202,14 @@ def test_missing_labels_barely_hurt(data, trained):
 def test_calibrate_scatter_is_the_excess_variance(data, trained):
     """s^2 = mean(r^2 - sigma_ref^2 - sigma_pred^2): reference labels planted at known offsets from the predictions."""
     labels, spectra = data.test
-    bare = lux.calibrate_scatter(trained.model, labels, spectra)  # any model: the estimate starts from no scatter
+    bare = lux.calibrate_scatter(trained.model, spectra, labels)  # any model: the estimate starts from no scatter
     pred = lux.predict_labels(dataclasses.replace(bare, label_scatter=None), spectra, progress=False)
     offsets = np.array([50.0, 0.08, 0.02]) * np.where(np.arange(labels.n_stars) % 2, 1.0, -1.0)[:, None]
     ref_err = np.array([10.0, 0.02, 0.005])
     reference = Labels(
         np.asarray(pred.labels.values, np.float64) + offsets, err=np.broadcast_to(ref_err, offsets.shape), names=NAMES
     )
-    model = lux.calibrate_scatter(trained.model, reference, spectra)
+    model = lux.calibrate_scatter(trained.model, spectra, reference)
     pred_var = np.diagonal(np.asarray(pred.covariance, np.float64), axis1=1, axis2=2)
     want = np.sqrt(np.mean(offsets**2 - ref_err**2 - pred_var, axis=0))
     assert_allclose(model.label_scatter, want, scale=50)
@@ -252,7 +252,7 @@ def test_latents_from_labels_with_empirical_prior_are_the_conditional_mean(data,
     """z | labels under z ~ N(mu, C), labels = A z + noise: mu + C A^T (A C A^T + D)^-1 (l - A mu)."""
     labels, _ = data.test
     model = trained.model
-    latents = lux.infer_latents(model, labels=labels, omega="empirical", progress=False)
+    latents = lux.encode(model, labels=labels, omega="empirical", progress=False)
     std = model.label_scaler.transform(labels)
     a = np.asarray(model.params.A, np.float64)
     mu, cov = np.asarray(model.latent_mean, np.float64), np.asarray(model.latent_cov, np.float64)
@@ -265,7 +265,7 @@ def test_latents_from_labels_with_empirical_prior_are_the_conditional_mean(data,
 
 def test_infer_latents_from_spectra_reproduces_flux(data, trained):
     _, spectra = data.test
-    latents = lux.infer_latents(trained.model, spectra=spectra, progress=False)
+    latents = lux.encode(trained.model, spectra=spectra, progress=False)
     model_flux = np.asarray(latents.z) @ np.asarray(trained.model.params.B).T
     resid = rmse(model_flux.ravel(), data.true_flux[N_TRAIN:].ravel())
     assert resid < NOISE
@@ -281,8 +281,8 @@ def test_mismatched_label_names_raise(data, trained):
         lux.predict_spectra(trained.model, renamed, progress=False)
     # the same names in another order are accepted
     shuffled = labels.select(("MG_FE", "TEFF", "LOGG"))
-    a = lux.infer_latents(trained.model, labels=shuffled, progress=False)
-    b = lux.infer_latents(trained.model, labels=labels, progress=False)
+    a = lux.encode(trained.model, labels=shuffled, progress=False)
+    b = lux.encode(trained.model, labels=labels, progress=False)
     assert_allclose(a.z, b.z)
 
 
@@ -315,7 +315,7 @@ def test_nan_flux_is_masked_and_never_reaches_params(data):
     assert np.all(np.asarray(nan_spectra.ivar)[np.isnan(flux)] == 0)
     result = fit(labels, nan_spectra)
     assert all(np.all(np.isfinite(np.asarray(x))) for x in result.model.params)
-    assert np.all(np.isfinite(result.z)) and np.all(np.isfinite(result.history["objective"]))
+    assert np.all(np.isfinite(result.aux["z"])) and np.all(np.isfinite(result.history["objective"]))
     pred = lux.predict_labels(result.model, data.test[1], progress=False)
     np.testing.assert_array_less(rmse(pred.labels.values, data.true_labels[N_TRAIN:]), 0.15 * LABEL_SCALE)
 
@@ -351,8 +351,8 @@ def test_negative_omega_raises(data, trained):
 def test_save_load_roundtrip_gives_identical_predictions(tmp_path, data, trained):
     path = jaxspec.io.save(tmp_path / "lux.npz", trained.model)
     loaded = jaxspec.io.load(path)
-    assert isinstance(loaded, lux.LuxModel)
-    assert loaded.label_names == NAMES and loaded.omega == trained.model.omega
+    assert isinstance(loaded, lux.Model)
+    assert loaded.label_names == NAMES and loaded.config == trained.model.config
     a = lux.predict_labels(trained.model, data.test[1], progress=False)
     b = lux.predict_labels(loaded, data.test[1], progress=False)
     np.testing.assert_array_equal(a.labels.values, b.labels.values)

@@ -13,8 +13,8 @@ from jaxspec.models.lux import cv as lux_cv
 N, M, L, P_TRUE = 60, 2, 30, 6
 SIGMA_LABEL, SIGMA_FLUX = 0.01, 0.002
 GRID_P, GRID_OMEGA, K = (3, P_TRUE), (1.0, 100.0), 3
-AGENDA = lux.Agenda(n_iter=2)  # fewer Agenda 1 iterations than the paper's 5: the planted data are exactly linear
-CV = {"n_latents": GRID_P, "omegas": GRID_OMEGA, "n_folds": K, "agenda": AGENDA, "progress": False}
+CONFIG = lux.Config(n_iter=2)  # fewer Agenda 1 iterations than the paper's 5: the planted data are exactly linear
+CV = {"n_latents": GRID_P, "omegas": GRID_OMEGA, "n_folds": K, "config": CONFIG, "progress": False}
 
 
 def _planted(seed: int = 0):
@@ -41,7 +41,7 @@ def data():
 @pytest.fixture(scope="module")
 def result(data):
     labels, spectra = data
-    return lux_cv.cross_validate(labels, spectra, key=jax.random.key(3), **CV)
+    return lux_cv.cross_validate(spectra, labels, key=jax.random.key(3), **CV)
 
 
 def test_shapes_grids_and_best(result):
@@ -84,7 +84,7 @@ def test_result_folds_cover_every_star_once(result):
 
 def test_reproducible_with_the_same_key(data, result):
     labels, spectra = data
-    again = lux_cv.cross_validate(labels, spectra, key=jax.random.key(3), **CV)
+    again = lux_cv.cross_validate(spectra, labels, key=jax.random.key(3), **CV)
     np.testing.assert_array_equal(again.chi2_from_flux, result.chi2_from_flux)
     np.testing.assert_array_equal(again.chi2_from_labels, result.chi2_from_labels)
     assert all(np.array_equal(f, g) for f, g in zip(again.folds, result.folds, strict=True))
@@ -107,16 +107,8 @@ def test_chi2_matches_eq_a1_by_hand(data, result):
     train = np.setdiff1d(np.arange(N), test)
     train_key = jax.random.split(jax.random.key(3))[1]
     key = jax.random.fold_in(train_key, k)
-    model = lux.fit(
-        labels[train],
-        spectra[train],
-        key=key,
-        n_latents=p,
-        omega=omega,
-        agenda=AGENDA,
-        calibrate=False,
-        progress=False,
-    ).model
+    config = lux.Config(n_latents=p, omega=omega, n_iter=2, calibrate=False)
+    model = lux.fit(spectra[train], labels[train], key=key, config=config, progress=False).model
     a, b = np.asarray(model.params.A, np.float64), np.asarray(model.params.B, np.float64)
     s2 = np.exp(2.0 * np.asarray(model.params.ln_s, np.float64))
     center, scale = np.asarray(model.label_scaler.center), np.asarray(model.label_scaler.scale)
@@ -162,21 +154,21 @@ def test_bad_inputs_name_the_argument(data, kwargs, arg):
     labels, spectra = data
     kwargs = {"n_latents": (3,), "omegas": (1.0,), "n_folds": 3, **kwargs}
     with pytest.raises(ValueError, match=arg):
-        lux_cv.cross_validate(labels, spectra, key=jax.random.key(0), progress=False, **kwargs)
+        lux_cv.cross_validate(spectra, labels, key=jax.random.key(0), progress=False, **kwargs)
 
 
 def test_bad_types_and_shapes(data):
     labels, spectra = data
     with pytest.raises(TypeError, match="labels"):
-        lux_cv.cross_validate(labels.values, spectra, key=jax.random.key(0))
+        lux_cv.cross_validate(spectra, labels.values, key=jax.random.key(0))
     with pytest.raises(TypeError, match="spectra"):
-        lux_cv.cross_validate(labels, spectra.flux, key=jax.random.key(0))
+        lux_cv.cross_validate(spectra.flux, labels, key=jax.random.key(0))
     with pytest.raises(ValueError, match="spectra"):
-        lux_cv.cross_validate(labels, spectra[:10], key=jax.random.key(0))
+        lux_cv.cross_validate(spectra[:10], labels, key=jax.random.key(0))
     with pytest.raises(TypeError, match="key"):
-        lux_cv.cross_validate(labels, spectra, key=0)
+        lux_cv.cross_validate(spectra, labels, key=0)
     with pytest.raises(TypeError, match="n_folds"):
-        lux_cv.cross_validate(labels, spectra, key=jax.random.key(0), n_folds=2.5)
+        lux_cv.cross_validate(spectra, labels, key=jax.random.key(0), n_folds=2.5)
 
 
 def test_plot_cv_grid_two_panels(result):

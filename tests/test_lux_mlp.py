@@ -40,17 +40,11 @@ def _label_data(n, seed):
 @pytest.fixture(scope="module")
 def label_case():
     train, test = _label_data(N_TRAIN, 1), _label_data(N_TEST, 2)
-    linear = lux.fit(*train, key=jax.random.key(0), n_latents=6, omega=1.0, progress=False)
-    mlp = lux_mlp.fit_mlp_output(
-        linear,
-        *train,
-        key=jax.random.key(1),
-        hidden=(16, 16),
-        epochs=300,
-        learning_rate=1e-2,
-        batch_size=50,
-        progress=False,
+    linear = lux.fit(
+        train[1], train[0], key=jax.random.key(0), config=lux.Config(n_latents=6, omega=1.0), progress=False
     )
+    config = lux_mlp.Config(hidden=(16, 16), epochs=300, learning_rate=1e-2, batch_size=50)
+    mlp = lux_mlp.fit(train[1], train[0], key=jax.random.key(1), base=linear, config=config, progress=False)
     return train, test, linear, mlp
 
 
@@ -79,26 +73,17 @@ def _spectra_case():
     z = np.concatenate([np.ones((N_TRAIN, 1)), u], axis=1).astype(np.float32)
     b = np.linalg.lstsq(z, np.asarray(spectra.flux), rcond=None)[0].T.astype(np.float32)
     a = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
-    params = lux.LuxParams(a, b, np.full(N_PIX, -8.0, np.float32))
+    params = lux.Params(a, b, np.full(N_PIX, -8.0, np.float32))
     scaler = Standardizer(np.zeros(2, np.float32), np.ones(2, np.float32))
-    model = lux.LuxModel(params, scaler, ("a", "b"), (WAVE,), 0.1)
-    return lux.LuxFit(model, z, {}), (labels, spectra), make(N_TEST, 4)[1:]
+    model = lux.Model(params, scaler, label_names=("a", "b"), wavelengths=(WAVE,), config=lux.Config(omega=0.1))
+    return lux.FitResult(model, {}, True, {"z": z}), (labels, spectra), make(N_TEST, 4)[1:]
 
 
 @pytest.fixture(scope="module")
 def spectra_case():
     linear, train, test = _spectra_case()
-    mlp = lux_mlp.fit_mlp_output(
-        linear,
-        *train,
-        key=jax.random.key(2),
-        output="spectra",
-        hidden=(16,),
-        epochs=150,
-        learning_rate=1e-2,
-        batch_size=50,
-        progress=False,
-    )
+    config = lux_mlp.Config(output="spectra", hidden=(16,), epochs=150, learning_rate=1e-2, batch_size=50)
+    mlp = lux_mlp.fit(train[1], train[0], key=jax.random.key(2), base=linear, config=config, progress=False)
     return train, test, linear, mlp
 
 
@@ -110,7 +95,7 @@ def test_label_mlp_beats_linear_lux_on_a_nonlinear_label(label_case):
     lin = _rmse(
         lux.predict_labels(linear.model, test_spectra, omega=linear.model.omega, progress=False).labels, test_labels
     )
-    pred = lux_mlp.predict_labels_mlp(mlp.model, test_spectra, progress=False)
+    pred = lux_mlp.predict_labels(mlp.model, test_spectra, progress=False)
     new = _rmse(pred.labels, test_labels)
     assert lin[2] > 1.0, lin  # a linear map of flux-inferred latents cannot make u0**2 (std sqrt(2))
     assert new[2] < 0.5 * lin[2], (new, lin)
@@ -124,9 +109,9 @@ def test_spectra_mlp_with_gauss_newton_latents_beats_linear(spectra_case):
     lin = _rmse(
         lux.predict_labels(linear.model, test_spectra, omega=linear.model.omega, progress=False).labels, test_labels
     )
-    fit_ = lux_mlp.infer_latents_mlp(mlp.model, test_spectra, progress=False)
+    fit_ = lux_mlp.encode(mlp.model, test_spectra, progress=False)
     assert np.all(np.asarray(fit_.converged))
-    new = _rmse(lux_mlp.predict_labels_mlp(mlp.model, test_spectra, progress=False).labels, test_labels)
+    new = _rmse(lux_mlp.predict_labels(mlp.model, test_spectra, progress=False).labels, test_labels)
     assert lin[0] > 0.2, lin  # the u0**2 flux term biases the linear label a
     assert new[0] < 0.25 * lin[0], (new, lin)
     assert new[1] < 1.5 * lin[1] + 0.01, (new, lin)
@@ -135,20 +120,19 @@ def test_spectra_mlp_with_gauss_newton_latents_beats_linear(spectra_case):
 @pytest.mark.parametrize("output", lux_mlp.OUTPUTS)
 def test_residual_is_zero_at_init(label_case, spectra_case, output):
     (train, test, linear, _) = label_case if output == "labels" else spectra_case
-    model = lux_mlp.fit_mlp_output(
-        linear, *train, key=jax.random.key(5), output=output, hidden=(8, 4), epochs=0, progress=False
-    ).model
+    config = lux_mlp.Config(output=output, hidden=(8, 4), epochs=0)
+    model = lux_mlp.fit(train[1], train[0], key=jax.random.key(5), base=linear, config=config, progress=False).model
     assert all(np.all(v == 0) for v in model.params.net["out"].values())
     z = np.random.default_rng(0).normal(size=(7, linear.model.n_latents)).astype(np.float32)
     lin = linear.model.params
     expected = linear.model.label_scaler.inverse(z @ lin.A.T) if output == "labels" else z @ lin.B.T
-    assert_allclose(lux_mlp.decode_output(model, z), expected)
+    assert_allclose(lux_mlp.decode(model, z), expected)
     # and so are the test-step predictions (Gauss-Newton lands on the linear solve for "spectra")
     bare = linear.model  # compare the Laplace covariances alone, without a calibrated label scatter
     if getattr(bare, "label_scatter", None) is not None:
         bare = dataclasses.replace(bare, label_scatter=None)
     want = lux.predict_labels(bare, test[1], omega=linear.model.omega, progress=False)
-    got = lux_mlp.predict_labels_mlp(model, test[1], progress=False)
+    got = lux_mlp.predict_labels(model, test[1], progress=False)
     assert_allclose(got.labels.values, want.labels.values, scale=10)
     assert_allclose(got.covariance, want.covariance, scale=10)
 
@@ -163,9 +147,8 @@ def test_train_step_compiles_once(label_case, monkeypatch):
 
     make_train_step = lux_mlp.make_train_step
     monkeypatch.setattr(lux_mlp, "make_train_step", recording)
-    result = lux_mlp.fit_mlp_output(
-        linear, *train, key=jax.random.key(3), hidden=(8,), epochs=3, batch_size=40, progress=False
-    )
+    config = lux_mlp.Config(hidden=(8,), epochs=3, batch_size=40)
+    result = lux_mlp.fit(train[1], train[0], key=jax.random.key(3), base=linear, config=config, progress=False)
     assert len(result.history["loss"]) == 3  # 3 epochs of 4 steps each
     assert len(steps) == 1 and _loop._keyed(steps[0])._cache_size() == 1  # fit calls it with the key folded in
 
@@ -174,11 +157,11 @@ def test_train_step_compiles_once(label_case, monkeypatch):
 def test_prediction_does_not_recompile(case, request, tmp_path):
     """Gauss-Newton latents (spectra), the MLP Jacobian (labels): new data, a reloaded model reuse the compilation."""
     _, (_, test_spectra), _, mlp = request.getfixturevalue(case)
-    lux_mlp.predict_labels_mlp(mlp.model, test_spectra, progress=False)
+    lux_mlp.predict_labels(mlp.model, test_spectra, progress=False)
     loaded = io.load(io.save(tmp_path / "m", mlp.model))
     other = test_spectra.replace(flux=np.asarray(test_spectra.flux) + 1e-3)
     with count_compiles() as compiles:
-        jax.block_until_ready(lux_mlp.predict_labels_mlp(loaded, other, progress=False).z)
+        jax.block_until_ready(lux_mlp.predict_labels(loaded, other, progress=False).z)
     assert not compiles, f"prediction compiled {len(compiles)} more time(s)"
 
 
@@ -187,37 +170,37 @@ def test_io_round_trip_predicts_identically(case, request, tmp_path):
     _, (_, test_spectra), _, mlp = request.getfixturevalue(case)
     path = io.save(tmp_path / "lux_mlp", mlp.model)
     loaded = io.load(path, family="lux_mlp")
-    assert isinstance(loaded, lux_mlp.LuxMLPModel) and loaded.hidden == mlp.model.hidden
-    before = lux_mlp.predict_labels_mlp(mlp.model, test_spectra, progress=False)
-    after = lux_mlp.predict_labels_mlp(loaded, test_spectra, progress=False)
+    assert isinstance(loaded, lux_mlp.Model) and loaded.config == mlp.model.config
+    before = lux_mlp.predict_labels(mlp.model, test_spectra, progress=False)
+    after = lux_mlp.predict_labels(loaded, test_spectra, progress=False)
     np.testing.assert_array_equal(after.labels.values, before.labels.values)
     np.testing.assert_array_equal(after.covariance, before.covariance)
 
 
 def test_bad_input_names_the_argument(label_case):
     train, test, linear, mlp = label_case
-    kw = {"key": jax.random.key(0), "epochs": 1, "progress": False}
-    with pytest.raises(ValueError, match="output"):
-        lux_mlp.fit_mlp_output(linear, *train, output="flux", **kw)
-    with pytest.raises(ValueError, match="hidden"):
-        lux_mlp.fit_mlp_output(linear, *train, hidden=(), **kw)
-    with pytest.raises(ValueError, match="hidden"):
-        lux_mlp.fit_mlp_output(linear, *train, hidden=(8, 0), **kw)
-    with pytest.raises(ValueError, match="learning_rate"):
-        lux_mlp.fit_mlp_output(linear, *train, learning_rate=-1.0, **kw)
-    with pytest.raises(TypeError, match="lux_fit"):
-        lux_mlp.fit_mlp_output(linear.model, *train, **kw)
+    kw = {"key": jax.random.key(0), "config": lux_mlp.Config(epochs=1), "progress": False}
+    with pytest.raises(ValueError, match="config.output"):
+        lux_mlp.Config(output="flux")
+    with pytest.raises(ValueError, match="config.hidden"):
+        lux_mlp.Config(hidden=())
+    with pytest.raises(ValueError, match=r"config.hidden\[1\]"):
+        lux_mlp.Config(hidden=(8, 0))
+    with pytest.raises(ValueError, match="config.learning_rate"):
+        lux_mlp.Config(learning_rate=-1.0)
+    with pytest.raises(TypeError, match="base"):
+        lux_mlp.fit(train[1], train[0], base=linear.model, **kw)
     short = Spectra(np.ones((N_TRAIN, N_PIX - 1)), err=np.full((N_TRAIN, N_PIX - 1), 0.01))
     with pytest.raises(ValueError, match="spectra"):
-        lux_mlp.fit_mlp_output(linear, train[0], short, **kw)
+        lux_mlp.fit(short, train[0], base=linear, **kw)
     with pytest.raises(ValueError, match="labels"):
-        lux_mlp.fit_mlp_output(linear, train[0][:10], train[1], **kw)
+        lux_mlp.fit(train[1], train[0][:10], base=linear, **kw)
     with pytest.raises(ValueError, match="z"):
-        lux_mlp.decode_output(mlp.model, np.zeros((3, 2)))
+        lux_mlp.decode(mlp.model, np.zeros((3, 2)))
     with pytest.raises(ValueError, match="omega"):
-        lux_mlp.predict_labels_mlp(mlp.model, test[1], omega=-1.0, progress=False)
+        lux_mlp.predict_labels(mlp.model, test[1], omega=-1.0, progress=False)
     with pytest.raises(TypeError, match="model"):
-        lux_mlp.predict_labels_mlp(linear.model, test[1], progress=False)
+        lux_mlp.predict_labels(linear.model, test[1], progress=False)
 
 
 def test_the_old_module_path_warns_and_still_works():
@@ -227,4 +210,4 @@ def test_the_old_module_path_warns_and_still_works():
     sys.modules.pop("jaxspec.models.lux_mlp", None)
     with pytest.warns(DeprecationWarning, match=r"use jaxspec\.models\.lux\.mlp"):
         old = importlib.import_module("jaxspec.models.lux_mlp")
-    assert old.fit_mlp_output is lux_mlp.fit_mlp_output
+    assert old.fit is lux_mlp.fit

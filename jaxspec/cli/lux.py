@@ -100,9 +100,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     rows = _matched_rows(np.asarray(catalog.ids).astype(str), files, args.match, catalog_path, args.id_column)
     labels = catalog.labels[rows]
     spectra = _read_spectra(files, args.n_pix, not args.no_progress)
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed: expected an integer in [0, 2**32), found {args.seed}")
     key = jax.random.key(args.seed)
     progress = not args.no_progress
-    fit = lux.fit(labels, spectra, key=key, n_latents=args.n_latents, omega=args.omega, progress=progress)
+    config = lux.Config(n_latents=args.n_latents, omega=args.omega)
+    fit = lux.fit(spectra, labels, key=key, config=config, progress=progress)
     provenance = {"labels": str(catalog_path), "n_train": len(files), "match": args.match, "seed": args.seed}
     path = io.save(out, fit.model, metadata={"lux_train": provenance})
     objective = fit.history["objective"][-1]

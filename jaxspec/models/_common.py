@@ -28,6 +28,7 @@ __all__ = [
     "FitResult",
     "LabelPrediction",
     "SpectraPrediction",
+    "check_last_axis",
     "model_dataclass",
     "on_device",
     "static",
@@ -109,6 +110,14 @@ class SpectraPrediction(NamedTuple):
     z: Any
     reduced_chi2: Any
     flagged: Any
+
+
+def check_last_axis(x, size: int, name: str):
+    """``x`` as an array whose last axis has ``size`` entries (a static check: works on tracers too)."""
+    shape = np.shape(x)
+    if len(shape) == 0 or shape[-1] != size:
+        raise ValueError(f"{name}: expected shape (..., {size}), found {shape}")
+    return x
 
 
 # -- models as pytrees ---------------------------------------------------------------------------

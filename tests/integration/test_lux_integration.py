@@ -15,7 +15,7 @@ NAMES = ("TEFF", "LOGG", "FE_H", "MG_FE", "AL_FE", "MN_FE")
 @pytest.fixture(scope="module")
 def mock_fit():
     survey = mock.survey(jax.random.key(1), 400, chunk_size=400, progress=False)
-    result = lux.fit(survey.labels.select(NAMES), survey.spectra, key=jax.random.key(0), progress=False)
+    result = lux.fit(survey.spectra, survey.labels.select(NAMES), key=jax.random.key(0), progress=False)
     return survey, result
 
 

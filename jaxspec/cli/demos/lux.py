@@ -27,10 +27,10 @@ def demo_lux(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = F
     test = np.arange(n_train + n_cal, n_train + n_cal + n_test)
 
     t0 = time.perf_counter()
-    fit = lux.fit(sv.labels[train], spectra[train], key=k_fit, progress=progress)
+    fit = lux.fit(spectra[train], sv.labels[train], key=k_fit, progress=progress)
     train_s = time.perf_counter() - t0
     # the label scatter fit() calibrates on its own training stars is optimistic: re-calibrate on held-out stars
-    model = lux.calibrate_scatter(fit.model, sv.labels[cal], spectra[cal])
+    model = lux.calibrate_scatter(fit.model, spectra[cal], sv.labels[cal])
     t0 = time.perf_counter()
     pred = lux.predict_labels(model, spectra[test], progress=progress)  # flux only: no labels of these stars
     test_s = time.perf_counter() - t0
@@ -112,7 +112,7 @@ def _lux_figures(out: Path, sv, test_spectra, test, pred, model) -> list[str]:
     truth = sv.true_labels[test]
     good = np.flatnonzero(~pred.flagged)
     star = int(good[np.argmin(np.abs(np.asarray(pred.reduced_chi2)[good] - np.median(pred.reduced_chi2[good])))])
-    model_flux = np.asarray(pred.z, np.float64) @ np.asarray(model.params.B, np.float64).T  # B z of each star
+    model_flux = np.asarray(lux.decode(model, pred.z)[1])  # B z of each star
     elements = ["FE_H", "MG_FE", "AL_FE"]
     ll = mock.line_list()
     lines = {n: ll.wavelength[ll.element == n.split("_")[0]] for n in elements[1:]}  # Fe lines would crowd

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxspec.data._checks import check_key
 from jaxspec.data.containers import Labels, Spectra, default_float
 from jaxspec.data.preprocess import fit_standardizer
+from jaxspec.models._common import FitResult, LabelPrediction, on_device
 from jaxspec.models.lux import _steps as steps
-from jaxspec.models.lux._model import LuxModel, LuxParams
+from jaxspec.models.lux._model import Config, Model, Params
 from jaxspec.models.lux._predict import (
-    LabelPrediction,
     as_outputs,
     check_labels,
     latents_from,
@@ -24,37 +24,17 @@ from jaxspec.models.lux._predict import (
     predict_labels,
 )
 
-
-class Agenda(NamedTuple):
-    """The training recipe.  Defaults are the paper's.
-
-    Attributes
-    ----------
-    n_iter : int
-        Agenda 1 iterations of the A-, B- and z-steps.
-    scatter : bool
-        Run Agenda 2 (scatter, B, regularised z).
-    scatter_maxiter : int
-        Fisher-scoring iterations of the scatter step.
-    """
-
-    n_iter: int = 5
-    scatter: bool = True
-    scatter_maxiter: int = 40
-
-
-class LuxFit(NamedTuple):
-    """Result of :func:`fit`: the model, training latents ``z`` ``(N, P)`` and the objective after each step."""
-
-    model: LuxModel
-    z: np.ndarray
-    history: dict
-
-
 # -- input checks --------------------------------------------------------------------
 
 
-def _batch(n_rows: int, n_obs: int, budget: int = 2**26) -> int | None:
+#: Elements of the largest ``(rows, n_obs)`` temporary of a block step (256 MB of float32): the A/B/z
+#: steps solve their rows in batches of this size, so memory is bounded for any survey.
+_STEP_BUDGET = 2**26
+
+__all__ = ["calibrate_scatter", "fit"]
+
+
+def _batch(n_rows: int, n_obs: int, budget: int = _STEP_BUDGET) -> int | None:
     """Rows per batch so a ``(rows, n_obs)`` temporary stays near ``budget`` elements (None: all at once)."""
     return None if n_rows * n_obs <= budget else max(1, budget // n_obs)
 
@@ -63,64 +43,53 @@ def _batch(n_rows: int, n_obs: int, budget: int = 2**26) -> int | None:
 
 
 def fit(
-    labels: Labels,
     spectra: Spectra | Sequence[Spectra],
+    labels: Labels,
     *,
     key: jax.Array,
-    n_latents: int | None = None,
-    omega: float = 1e3,
-    agenda: Agenda = Agenda(),  # noqa: B008 - an immutable NamedTuple
+    config: Config = Config(),  # noqa: B008 - a frozen dataclass
     label_masks: Mapping[str, np.ndarray] | None = None,
-    calibrate: bool = True,
     progress: bool = True,
-) -> LuxFit:
+) -> FitResult:
     r"""Train Lux with the paper's recipe (see the module docstring).
 
     Parameters
     ----------
-    labels : Labels ``(N, M)``
-        Training labels in physical units; missing entries have ``ivar == 0``.
     spectra : Spectra ``(N, L)`` or a sequence of them
         Training spectra (continuum-normalised flux); several for several
         spectral outputs, rows matching ``labels``.
+    labels : Labels ``(N, M)``
+        Training labels in physical units; missing entries have ``ivar == 0``.
     key : jax.random key
         Draws the U(0, 1) initial ``A`` and ``B``.
-    n_latents : int, optional
-        ``P`` (default ``4 M``, the paper's cross-validated choice); needs
-        ``M + 1 <= P < N``.
-    omega : float
-        L2 penalty :math:`\Omega` on the latents in Agenda 2 (paper: 1e3).
-    agenda : Agenda
-        Iterations and steps (defaults: the paper's).
+    config : Config
+        ``P``, :math:`\Omega`, the agendas and the calibration (defaults: the paper's).
     label_masks : mapping of label name -> bool array ``(L,)``, optional
         Pixels allowed to inform that label: its row of ``A`` is refitted on
         training latents inferred from those pixels only, and prediction does
         the same.
-    calibrate : bool
-        Estimate each label's model error (``model.label_scatter``) on the
-        training set with :func:`calibrate_scatter`, so predicted label
-        uncertainties cover the model error, not only the flux noise (beyond
-        the paper, whose label precision comes from resampling the fluxes).
     progress : bool
         Progress bar over the steps.
 
     Returns
     -------
-    LuxFit
-        ``model``, training latents ``z`` and ``history`` (objective terms after
-        each step).
+    FitResult
+        ``model``; ``history``: the objective and its chi2 terms after each
+        step (``"step"`` names them); ``converged``: the last Agenda 1
+        iteration changed the objective by at most ``config.tol`` (relative);
+        ``aux["z"]``: the training latents ``(N, P)``.
     """
     if not isinstance(labels, Labels):
         raise TypeError(f"labels: expected Labels, found {type(labels).__name__}")
+    if not isinstance(config, Config):
+        raise TypeError(f"config: expected a lux.Config, found {type(config).__name__}")
+    check_key(key)
     flux, ivar, waves = as_outputs(spectra, labels.n_stars, None)
     n, m = labels.n_stars, labels.n_labels
-    p = 4 * m if n_latents is None else int(n_latents)
+    p = 4 * m if config.n_latents is None else config.n_latents
     if not m + 1 <= p < n:
-        raise ValueError(f"n_latents: expected M + 1 = {m + 1} <= P < N = {n} stars, found {p}")
-    if not (np.isfinite(omega) and omega >= 0):
-        raise ValueError(f"omega: expected a finite value >= 0, found {omega!r}")
-    if not isinstance(agenda, Agenda) or agenda.n_iter < 1:
-        raise ValueError(f"agenda: expected an Agenda with n_iter >= 1, found {agenda!r}")
+        raise ValueError(f"config.n_latents: expected M + 1 = {m + 1} <= P < N = {n} stars, found {p}")
+    omega = config.omega
     masks = _label_masks(label_masks, labels.names, flux.shape[1])
 
     scaler = fit_standardizer(labels, method="percentile")
@@ -146,17 +115,19 @@ def fit(
         history["label_chi2"].append(terms["label_chi2"])
         history["flux_chi2"].append(terms["flux_chi2"])
 
-    bar = tqdm(total=agenda.n_iter + (3 if agenda.scatter else 0), disable=not progress, desc="lux fit", unit="step")
+    bar = tqdm(total=config.n_iter + (3 if config.scatter else 0), disable=not progress, desc="lux fit", unit="step")
     w_flux = ivar  # Agenda 1: no scatter
-    for it in range(agenda.n_iter):
+    for it in range(config.n_iter):
         a = steps.a_step(a, z, lab, lab_w)
         b = steps.b_step(b, z, flux, w_flux, batch_size=bs_b)
         z = steps.z_step(z, a, b, lab, lab_w, flux, w_flux, 0.0, batch_size=bs_z)
         record(f"agenda1.{it + 1}", 0.0)
         bar.update()
     z_fitted = np.asarray(z, np.float64)  # what A and B are fitted to (Agenda 2 refits B on it)
-    if agenda.scatter:
-        ln_s = steps.scatter_step(ln_s, b, z, flux, ivar, maxiter=agenda.scatter_maxiter)
+    obj = history["objective"]
+    converged = len(obj) >= 2 and abs(obj[-1] - obj[-2]) <= config.tol * abs(obj[-1])
+    if config.scatter:
+        ln_s = steps.scatter_step(ln_s, b, z, flux, ivar, maxiter=config.scatter_maxiter)
         record("agenda2.scatter", 0.0)
         bar.update()
         w_flux = steps.flux_weights(ivar, ln_s)
@@ -170,20 +141,20 @@ def fit(
 
     if masks is not None:
         a = _refit_masked_rows(a, b, ln_s, masks, flux, ivar, lab, lab_w)
-    params = LuxParams(np.asarray(a), np.asarray(b), np.asarray(ln_s))
-    model = LuxModel(
-        params,
-        scaler,
-        tuple(labels.names),
-        waves,
-        float(omega),
-        masks,
+    model = Model(
+        params=Params(a, b, ln_s),
+        label_scaler=scaler,
         latent_mean=z_fitted.mean(axis=0),
         latent_cov=np.cov(z_fitted, rowvar=False),
+        label_names=tuple(labels.names),
+        wavelengths=waves,
+        config=dataclasses.replace(config, n_latents=p),
+        label_masks=masks,
     )
-    if calibrate:
-        model = calibrate_scatter(model, labels, spectra)
-    return LuxFit(model, np.asarray(z), {k: np.asarray(v) for k, v in history.items()})
+    model = on_device(model)
+    if config.calibrate:
+        model = calibrate_scatter(model, spectra, labels)
+    return FitResult(model, {k: np.asarray(v) for k, v in history.items()}, bool(converged), {"z": z})
 
 
 def _label_masks(label_masks, names, n_pix: int) -> np.ndarray | None:
@@ -212,7 +183,7 @@ def _refit_masked_rows(a, b, ln_s, masks, flux, ivar, lab, lab_w):
     return a
 
 
-def calibrate_scatter(model: LuxModel, labels: Labels, spectra: Spectra | Sequence, *, progress: bool = False):
+def calibrate_scatter(model: Model, spectra: Spectra | Sequence, labels: Labels, *, progress: bool = False) -> Model:
     r"""The model with ``label_scatter`` estimated from stars with known labels (a held-out set is best).
 
     Labels predicted from ``spectra`` alone (as by :func:`predict_labels`)
@@ -226,15 +197,15 @@ def calibrate_scatter(model: LuxModel, labels: Labels, spectra: Spectra | Sequen
 
     Parameters
     ----------
-    model : LuxModel
+    model : Model
+    spectra : Spectra ``(n, L)`` or a sequence (one per output)
     labels : Labels ``(n, M)``
         Reference labels of the same stars, physical units (``ivar == 0``: missing).
-    spectra : Spectra ``(n, L)`` or a sequence (one per output)
     progress : bool
 
     Returns
     -------
-    LuxModel
+    Model
         A copy with ``label_scatter`` ``(M,)`` in physical units.
     """
     labels = check_labels(labels, model)

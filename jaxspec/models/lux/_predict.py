@@ -1,6 +1,7 @@
 r"""The Lux test step: latents of new stars at fixed ``A``, ``B``, ``s``, then labels or spectra.
 
-Re-exported by :mod:`jaxspec.models.lux`; see its docstring for the model.
+Re-exported by :mod:`jaxspec.models.lux`; see its docstring for the model.  The penalty follows the
+one convention of :meth:`jaxspec.optim.GaussianPrior.l2`.
 From fluxes (paper Eq. 10) the latents minimise
 
 .. math::
@@ -27,56 +28,24 @@ same mock).  It is available to every test step.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.data.containers import Labels, Spectra, default_float
-from jaxspec.models.lux._model import LuxModel
+from jaxspec.models._common import CHUNK_SIZE, LabelPrediction, SpectraPrediction
+from jaxspec.models.lux._model import Model
 from jaxspec.optim.latents import FitOptions, GaussianPrior, LatentFit, fit_latents
 from jaxspec.optim.scatter import flux_weights_np
 
-
-class LabelPrediction(NamedTuple):
-    """Labels predicted from spectra.
-
-    Attributes
-    ----------
-    labels : Labels
-        Physical units; ``ivar`` from the Laplace covariance plus the model's
-        calibrated label scatter (0 for a flagged star).
-    covariance : array ``(n, M, M)``
-        Label covariance in physical units (``inf`` diagonal when flagged).
-    z : array ``(n, P)``
-    reduced_chi2 : array ``(n,)``
-        Flux chi2 (with the scatter) over (measured pixels - P).
-    flagged : bool array ``(n,)``
-        No measured pixel, or the fit failed.
-    """
-
-    labels: Labels
-    covariance: np.ndarray
-    z: np.ndarray
-    reduced_chi2: np.ndarray
-    flagged: np.ndarray
-
-
-class SpectraPrediction(NamedTuple):
-    """Spectra predicted from labels: ``spectra`` (model flux; ``ivar`` from latent covariance plus scatter),
-    ``z``, ``reduced_chi2`` of the label fit and ``flagged`` stars (no measured label)."""
-
-    spectra: Spectra
-    z: np.ndarray
-    reduced_chi2: np.ndarray
-    flagged: np.ndarray
+__all__ = ["derivative_spectra", "encode", "predict_labels", "predict_spectra"]
 
 
 # -- input checks --------------------------------------------------------------------
 
 
-def as_outputs(spectra, n_stars: int | None, model: LuxModel | None, arg: str = "spectra"):
+def as_outputs(spectra, n_stars: int | None, model: Model | None, arg: str = "spectra"):
     """One or several ``Spectra`` side by side: ``flux, ivar (n, L_total), wavelengths``.
 
     With one output the arrays are the container's own (no copy).  ``model``
@@ -119,7 +88,7 @@ def as_outputs(spectra, n_stars: int | None, model: LuxModel | None, arg: str = 
     return join(flux), join(ivar), tuple(waves)
 
 
-def check_labels(labels, model: LuxModel) -> Labels:
+def check_labels(labels, model: Model) -> Labels:
     """``labels`` with the model's names in the model's order."""
     if not isinstance(labels, Labels):
         raise TypeError(f"labels: expected Labels, found {type(labels).__name__}")
@@ -131,7 +100,7 @@ def check_labels(labels, model: LuxModel) -> Labels:
     return labels
 
 
-def test_prior(model: LuxModel, omega) -> GaussianPrior | None:
+def test_prior(model: Model, omega) -> GaussianPrior | None:
     """The test step's prior on ``z``: None (``omega`` 0), the L2 penalty, or the training latents' Gaussian."""
     p = model.n_latents
     if isinstance(omega, str) and omega == "empirical":
@@ -167,7 +136,7 @@ def _decode(matrix, z):
     return matrix @ z
 
 
-def latents_from(matrix, y, w, prior, *, progress: bool, covariance=False, chunk_size=1024) -> LatentFit:
+def latents_from(matrix, y, w, prior, *, progress: bool, covariance=False, chunk_size=CHUNK_SIZE) -> LatentFit:
     """Exact per-star latents for ``y ~ matrix @ z`` with weights ``w`` and a Gaussian ``prior`` (or None)."""
     p = matrix.shape[1]
     return fit_latents(
@@ -183,13 +152,14 @@ def latents_from(matrix, y, w, prior, *, progress: bool, covariance=False, chunk
     )
 
 
-def infer_latents(
-    model: LuxModel,
-    *,
+def encode(
+    model: Model,
     spectra: Spectra | Sequence | None = None,
     labels: Labels | None = None,
+    *,
     omega: float | str | None = None,
     covariance: bool = False,
+    chunk_size: int = CHUNK_SIZE,
     progress: bool = True,
 ) -> LatentFit:
     r"""Latents of new stars from their spectra, their labels, or both, at fixed ``A``, ``B``, ``s``.
@@ -200,7 +170,7 @@ def infer_latents(
 
     Parameters
     ----------
-    model : LuxModel
+    model : Model
     spectra : Spectra ``(n, L)`` or a sequence (one per output; ``None`` for a missing one), optional
     labels : Labels ``(n, M)``, optional
         Physical units; any order of the model's names.
@@ -209,6 +179,8 @@ def infer_latents(
         Eqs. 10-11), or ``"empirical"``: the training latents' Gaussian prior.
     covariance : bool
         Also return the Laplace covariance ``(n, P, P)``.
+    chunk_size : int
+        Stars per compiled chunk.
     progress : bool
 
     Returns
@@ -232,7 +204,7 @@ def infer_latents(
         matrix, y, w = parts[0]
     else:
         matrix, y, w = (np.concatenate(x, axis=i) for x, i in zip(zip(*parts, strict=True), (0, 1, 1), strict=True))
-    return latents_from(matrix, y, w, prior, progress=progress, covariance=covariance)
+    return latents_from(matrix, y, w, prior, progress=progress, covariance=covariance, chunk_size=chunk_size)
 
 
 # -- labels from latents ---------------------------------------------------------------
@@ -246,7 +218,7 @@ def _project(a, scale, center, z, cov):
     return values, cov_l
 
 
-def _labels_from(model: LuxModel, fit_: LatentFit):
+def _labels_from(model: Model, fit_: LatentFit):
     dtype = fit_.z.dtype
     return _project(
         jnp.asarray(model.params.A, dtype),
@@ -258,19 +230,26 @@ def _labels_from(model: LuxModel, fit_: LatentFit):
 
 
 def predict_labels(
-    model: LuxModel, spectra: Spectra | Sequence, *, omega: float | str | None = None, progress: bool = True
+    model: Model,
+    spectra: Spectra | Sequence,
+    *,
+    omega: float | str | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    progress: bool = True,
 ) -> LabelPrediction:
     r"""Labels of new stars from their spectra alone: :math:`\hat\ell = A \hat z`, :math:`\hat z` from the fluxes.
 
     Parameters
     ----------
-    model : LuxModel
+    model : Model
     spectra : Spectra ``(n, L)`` or a sequence (one per spectral output; ``None`` for a missing one)
         On the training wavelength grid.
     omega : float or "empirical", optional
         Penalty at the test step (default 0, the paper's Eq. 10), or
         ``"empirical"``: the training latents' Gaussian prior (see the module
         docstring).
+    chunk_size : int
+        Stars per compiled chunk.
     progress : bool
 
     Returns
@@ -285,11 +264,13 @@ def predict_labels(
     prior = test_prior(model, 0.0 if omega is None else omega)
     flux, ivar, _ = as_outputs(spectra, None, model)
     w = flux_weights_np(ivar, model.params.ln_s)
-    fit_ = latents_from(model.params.B, flux, w, prior, progress=progress, covariance=True)
+    fit_ = latents_from(model.params.B, flux, w, prior, progress=progress, covariance=True, chunk_size=chunk_size)
     values, cov = _labels_from(model, fit_)
     if model.label_masks is not None:
         for mask, rows in mask_groups(model.label_masks):
-            sub = latents_from(model.params.B, flux, w * mask, prior, progress=False, covariance=True)
+            sub = latents_from(
+                model.params.B, flux, w * mask, prior, progress=False, covariance=True, chunk_size=chunk_size
+            )
             v, c = _labels_from(model, sub)
             values = values.at[:, rows].set(v[:, rows])
             cov = cov.at[:, rows[:, None], rows].set(c[:, rows[:, None], rows])
@@ -316,7 +297,12 @@ def _flux_variance(b, cov):
 
 
 def predict_spectra(
-    model: LuxModel, labels: Labels, *, omega: float | str | None = None, progress: bool = True
+    model: Model,
+    labels: Labels,
+    *,
+    omega: float | str | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    progress: bool = True,
 ) -> SpectraPrediction:
     r"""Spectra of stars from their labels alone: :math:`\hat f = B \hat z`, :math:`\hat z` from the labels (Eq. 11).
 
@@ -331,7 +317,7 @@ def predict_spectra(
     """
     labels = check_labels(labels, model)
     omega = "empirical" if omega is None and model.latent_mean is not None else omega
-    fit_ = infer_latents(model, labels=labels, omega=omega, covariance=True, progress=progress)
+    fit_ = encode(model, labels=labels, omega=omega, covariance=True, chunk_size=chunk_size, progress=progress)
     b = jnp.asarray(model.params.B, fit_.z.dtype)
     flux = np.asarray(fit_.z @ b.T)
     flagged = ~np.asarray(fit_.converged) | ~np.any(np.asarray(labels.ivar) > 0, axis=1)
@@ -345,7 +331,7 @@ def predict_spectra(
     return SpectraPrediction(spectra, np.asarray(fit_.z), np.asarray(fit_.reduced_chi2), flagged)
 
 
-def derivative_spectra(model: LuxModel) -> np.ndarray:
+def derivative_spectra(model: Model) -> np.ndarray:
     r"""The derivative spectra :math:`\partial\ell/\partial f = A B^+` (paper Eq. 13), physical label units.
 
     Returns an array ``(M, L)``: row ``m`` is how label ``m`` changes per unit

@@ -19,7 +19,7 @@ with labels standardised by the training fold's scaler (the ratio
 :math:`(\ell - Az)^2/\sigma_\ell^2` is the same in physical units).
 
 The test-step penalty is the trained :math:`\Omega`, passed explicitly to
-:func:`jaxspec.models.lux.infer_latents` (whose own default is the
+:func:`jaxspec.models.lux.encode` (whose own default is the
 unpenalised test step of the paper's Eqs. 10-11): Appendix A optimises the
 test latents "for a given choice of P and Omega", and with labels alone and
 ``P > M`` an unpenalised fit is undetermined -- the penalty is what fixes the
@@ -28,6 +28,7 @@ directions the labels leave free.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxspec.data._checks import check_key
 from jaxspec.data.containers import Labels, Spectra
 from jaxspec.models import lux
 from jaxspec.models.lux._predict import as_outputs
@@ -161,16 +163,16 @@ def _spectra_items(spectra, n_stars: int) -> list[Spectra]:
     return list(items)
 
 
-def held_out_chi2(model: lux.LuxModel, labels: Labels, spectra: Spectra | Sequence[Spectra], z) -> np.ndarray:
+def held_out_chi2(model: lux.Model, spectra: Spectra | Sequence[Spectra], labels: Labels, z) -> np.ndarray:
     r"""Per-star Eq. A1 chi2 of labels and fluxes given latents ``z`` (float64).
 
     Parameters
     ----------
-    model : LuxModel
+    model : lux.Model
         Trained model (``A`` ``(M, P)``, ``B`` ``(L, P)``, ``ln s`` ``(L,)``).
+    spectra : Spectra ``(n, L)`` or a sequence (concatenated along pixels, in training order)
     labels : Labels ``(n, M)``
         Physical units; standardised here with ``model.label_scaler``.
-    spectra : Spectra ``(n, L)`` or a sequence (concatenated along pixels, in training order)
     z : array ``(n, P)``
         Latents of these stars.
 
@@ -203,14 +205,14 @@ def _check_grid(values, name: str, kind) -> np.ndarray:
 
 
 def cross_validate(
-    labels: Labels,
     spectra: Spectra | Sequence[Spectra],
+    labels: Labels,
     *,
     key: jax.Array,
     n_latents: Sequence[int] | None = None,
     omegas: Sequence[float] = PAPER_OMEGAS,
     n_folds: int = 5,
-    agenda: lux.Agenda = lux.Agenda(),  # noqa: B008 - an immutable NamedTuple
+    config: lux.Config = lux.Config(),  # noqa: B008 - a frozen dataclass
     progress: bool = True,
 ) -> CVResult:
     r"""K-fold cross-validation of Lux over latent size ``P`` and penalty :math:`\Omega` (paper Appendix A).
@@ -227,9 +229,9 @@ def cross_validate(
 
     Parameters
     ----------
+    spectra : Spectra ``(N, L)`` or a sequence of them (several spectral outputs)
     labels : Labels ``(N, M)``
         Physical units; missing entries have ``ivar == 0``.
-    spectra : Spectra ``(N, L)`` or a sequence of them (several spectral outputs)
     key : jax.random key
         ``split(key)`` gives the fold permutation key and the training key;
         fold ``k`` trains every (``P``, :math:`\Omega`) with
@@ -245,8 +247,9 @@ def cross_validate(
         latents from labels alone are then undetermined when ``P > M``.
     n_folds : int
         ``K``, with ``2 <= K <= N`` (paper: 5).
-    agenda : lux.Agenda
-        Training recipe (default: the paper's).
+    config : lux.Config
+        Training recipe (default: the paper's); each cell replaces its
+        ``n_latents`` and ``omega`` and trains without calibration.
     progress : bool
         Progress bar over (fold, ``P``, :math:`\Omega`).
 
@@ -261,7 +264,7 @@ def cross_validate(
     Raises
     ------
     TypeError
-        ``labels``, ``spectra``, ``key`` or ``agenda`` of the wrong type.
+        ``labels``, ``spectra``, ``key`` or ``config`` of the wrong type.
     ValueError
         A bad ``n_folds``, ``omegas`` or ``n_latents`` (including any
         ``P >= N_train``), before any training.
@@ -269,10 +272,9 @@ def cross_validate(
     if not isinstance(labels, Labels):
         raise TypeError(f"labels: expected Labels, found {type(labels).__name__}")
     items = _spectra_items(spectra, labels.n_stars)
-    if not isinstance(key, jax.Array):
-        raise TypeError(f"key: expected a jax.random key, found {type(key).__name__}")
-    if not isinstance(agenda, lux.Agenda):
-        raise TypeError(f"agenda: expected lux.Agenda, found {type(agenda).__name__}")
+    check_key(key)
+    if not isinstance(config, lux.Config):
+        raise TypeError(f"config: expected a lux.Config, found {type(config).__name__}")
     n, m = labels.n_stars, labels.n_labels
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)):
         raise TypeError(f"n_folds: expected an int, found {type(n_folds).__name__}")
@@ -304,14 +306,13 @@ def cross_validate(
             for j, omega in enumerate(omega_grid):
                 bar.set_postfix(fold=k, P=int(p), omega=float(omega))
                 start = time.perf_counter()
-                model = lux.fit(
-                    labels[train], train_spectra, key=key_k, n_latents=int(p), omega=float(omega),
-                    agenda=agenda, calibrate=False, progress=False,  # label_scatter is not part of Eq. A1
-                ).model  # fmt: skip
-                z_flux = lux.infer_latents(model, spectra=test_spectra, omega=omega, progress=False).z
-                z_labels = lux.infer_latents(model, labels=labels[test], omega=omega, progress=False).z
-                from_flux[k, i, j] = held_out_chi2(model, labels[test], test_spectra, z_flux).sum()
-                from_labels[k, i, j] = held_out_chi2(model, labels[test], test_spectra, z_labels).sum()
+                # label_scatter is not part of Eq. A1: no calibration
+                cell = dataclasses.replace(config, n_latents=int(p), omega=float(omega), calibrate=False)
+                model = lux.fit(train_spectra, labels[train], key=key_k, config=cell, progress=False).model
+                z_flux = lux.encode(model, test_spectra, omega=omega, progress=False).z
+                z_labels = lux.encode(model, labels=labels[test], omega=omega, progress=False).z
+                from_flux[k, i, j] = held_out_chi2(model, test_spectra, labels[test], z_flux).sum()
+                from_labels[k, i, j] = held_out_chi2(model, test_spectra, labels[test], z_labels).sum()
                 seconds[k, i, j] = time.perf_counter() - start
                 bar.update()
     bar.close()

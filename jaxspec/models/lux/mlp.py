@@ -25,7 +25,7 @@ Simplifications
 - Only the chosen output is retrained; the other output's matrix, the scatter
   ``s`` and the latents are those of the linear fit (no joint re-training).
 - ``output="labels"`` trains on the training stars' latents **inferred from
-  their fluxes alone** (:func:`jaxspec.models.lux.infer_latents`, the test-step
+  their fluxes alone** (:func:`jaxspec.models.lux.encode`, the test-step
   map), not the joint label+flux latents of ``lux.fit``: those carry label
   directions the fluxes cannot inform, and a network trained on them learns to
   read the labels back and does not generalise.  ``output="spectra"`` trains
@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -50,23 +49,24 @@ import optax
 from flax import nnx
 
 from jaxspec import io
+from jaxspec.data._checks import check_choice, check_float, check_int, check_key
 from jaxspec.data.containers import Labels, Spectra, default_float
 from jaxspec.models import lux
+from jaxspec.models._common import (
+    CHUNK_SIZE,
+    FitResult,
+    LabelPrediction,
+    check_last_axis,
+    model_dataclass,
+    on_device,
+    static,
+)
 from jaxspec.models.lux._predict import as_outputs, check_labels
 from jaxspec.optim.latents import FitOptions, GaussianPrior, LatentFit, fit_latents
 from jaxspec.optim.scatter import flux_weights_np
 from jaxspec.optim.train import make_train_step, train_loop
 
-__all__ = [
-    "OUTPUTS",
-    "LuxMLPFit",
-    "LuxMLPModel",
-    "MLPParams",
-    "decode_output",
-    "fit_mlp_output",
-    "infer_latents_mlp",
-    "predict_labels_mlp",
-]
+__all__ = ["OUTPUTS", "Config", "Model", "Params", "decode", "encode", "fit", "predict_labels"]
 
 OUTPUTS = ("labels", "spectra")
 
@@ -95,70 +95,112 @@ def _graphdef(n_in: int, hidden: tuple, n_out: int, dtype: str):
     return nnx.split(abstract)[0]
 
 
+@io.register("lux.mlp.Config")
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """How :func:`fit` trains the MLP output.
+
+    Attributes
+    ----------
+    output : {"labels", "spectra"}
+        The output whose linear map (``A`` or ``B``) becomes :math:`g`.
+    hidden : tuple of int
+        Hidden layer widths (``tanh``).
+    epochs : int
+        Passes over the training stars (0 gives the linear model in MLP form).
+    learning_rate : float
+        Adam step size.
+    batch_size : int or None
+        Stars per step (None: ``min(128, N)``).
+    """
+
+    output: str = "labels"
+    hidden: tuple = (64, 64)
+    epochs: int = 300
+    learning_rate: float = 1e-3
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        check_choice(self.output, "config.output", OUTPUTS)
+        ok = isinstance(self.hidden, Sequence) and not isinstance(self.hidden, str) and len(self.hidden) > 0
+        if not ok:
+            raise ValueError(f"config.hidden: expected a non-empty sequence of positive ints, found {self.hidden!r}")
+        for i, h in enumerate(self.hidden):
+            check_int(h, f"config.hidden[{i}]", minimum=1)
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        check_int(self.epochs, "config.epochs", minimum=0)
+        check_float(self.learning_rate, "config.learning_rate", low=0.0, open_low=True)
+        if self.batch_size is not None:
+            check_int(self.batch_size, "config.batch_size", minimum=1)
+
+
 @io.register("lux.mlp.Params")
-class MLPParams(NamedTuple):
+class Params(NamedTuple):
     r"""Trained parameters of :math:`g`: ``skip`` ``(n_out, P)`` (the matrix ``C``) and ``net``.
 
     ``net`` is the MLP's NNX state as a nested dict of arrays
     (``{"hidden_0": {"kernel": (P, H0), "bias": (H0,)}, ..., "out": {...}}``).
     """
 
-    skip: np.ndarray
+    skip: jax.Array
     net: dict
 
 
-@io.register("lux.mlp.Model", family="lux_mlp")
-@dataclasses.dataclass(frozen=True)
-class LuxMLPModel:
-    """Lux with one output nonlinear (immutable; save with ``jaxspec.io.save``).
+def _upgrade(fields: dict, version: int) -> dict:
+    """Layout 1 (jaxspec 0.1) kept ``output`` and ``hidden`` beside the arrays; layout 2 a whole config."""
+    fields = dict(fields)
+    fields["config"] = Config(output=fields.pop("output"), hidden=tuple(fields.pop("hidden")))
+    return fields
+
+
+@io.register("lux.mlp.Model", family="lux_mlp", version=2, upgrade=_upgrade)
+@model_dataclass
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """Lux with one output nonlinear (immutable; a JAX pytree; save with ``jaxspec.io.save``).
 
     Attributes
     ----------
-    lux : LuxModel
+    lux : lux.Model
         The linear model (its other output, scatter, label scaler, grids, Omega).
-    output : {"labels", "spectra"}
-        The output computed by the MLP.
-    params : MLPParams
-    hidden : tuple of int
-        Hidden layer widths.
+    params : Params
     z_center, z_scale : arrays ``(P,)``
         Standardisation of the MLP input (training latents' mean and standard deviation).
+    config : Config (static)
+        ``config.output`` is the output the MLP computes.
     """
 
-    lux: lux.LuxModel
-    output: str
-    params: MLPParams
-    hidden: tuple
-    z_center: np.ndarray
-    z_scale: np.ndarray
+    lux: lux.Model
+    params: Params
+    z_center: jax.Array
+    z_scale: jax.Array
+    config: Config = static(default=Config())
+
+    def __post_init__(self):
+        if not isinstance(self.lux, lux.Model):
+            raise TypeError(f"lux: expected a lux.Model, found {type(self.lux).__name__}")
+        if not isinstance(self.config, Config):
+            raise TypeError(f"config: expected a lux.mlp.Config, found {type(self.config).__name__}")
+
+    @property
+    def output(self) -> str:
+        return self.config.output
 
     @property
     def graphdef(self):
         n_out, p = np.shape(self.params.skip)
         dtype = np.dtype(self.params.skip.dtype).name
-        return _graphdef(int(p), tuple(int(h) for h in self.hidden), int(n_out), dtype)
+        return _graphdef(int(p), self.config.hidden, int(n_out), dtype)
 
 
-class LuxMLPFit(NamedTuple):
-    """Result of :func:`fit_mlp_output`: the ``model``, the training latents ``z`` ``(N, P)`` used, and
-    ``history`` (one row per epoch: ``"loss"``, ``"chi2_per_obs"``, ``"grad_norm"``)."""
-
-    model: LuxMLPModel
-    z: np.ndarray
-    history: dict
-
-
-def _g(graphdef, params: MLPParams, center, scale, z):
+def _g(graphdef, params: Params, center, scale, z):
     """:math:`g(z) = C z + \\mathrm{MLP}((z - \\mu)/\\sigma)` for ``z`` ``(..., P)``."""
     net = nnx.merge(graphdef, params.net)
     return z @ params.skip.T + net((z - center) / scale)
 
 
-_g_jit = jax.jit(_g, static_argnums=0)
-
-
 @functools.partial(jax.jit, static_argnums=0)
-def _g_and_jacobian(graphdef, params: MLPParams, center, scale, z):
+def _g_and_jacobian(graphdef, params: Params, center, scale, z):
     r"""``g(z)`` ``(n, n_out)`` and :math:`\partial g/\partial z` ``(n, n_out, P)`` per star."""
     one = functools.partial(_g, graphdef, params, center, scale)
     return jax.vmap(one)(z), jax.vmap(jax.jacfwd(one))(z)
@@ -175,102 +217,83 @@ def _decoder(graphdef):
     return decode
 
 
-# -- input checks ----------------------------------------------------------------------
-
-
-def _check_hidden(hidden) -> tuple:
-    ok = isinstance(hidden, Sequence) and len(hidden) > 0
-    ok = ok and all(isinstance(h, int | np.integer) and not isinstance(h, bool) and h >= 1 for h in hidden)
-    if not ok:
-        raise ValueError(f"hidden: expected a non-empty sequence of positive ints (layer widths), found {hidden!r}")
-    return tuple(int(h) for h in hidden)
-
-
 def _check_model(model) -> None:
-    if not isinstance(model, LuxMLPModel):
-        raise TypeError(f"model: expected a LuxMLPModel, found {type(model).__name__}")
+    if not isinstance(model, Model):
+        raise TypeError(f"model: expected a lux.mlp.Model, found {type(model).__name__}")
 
 
 # -- training --------------------------------------------------------------------------
 
 
-def fit_mlp_output(
-    lux_fit: lux.LuxFit,
-    labels: Labels,
+def fit(
     spectra: Spectra | Sequence[Spectra],
+    labels: Labels,
     *,
     key: jax.Array,
-    output: str = "labels",
-    hidden: Sequence[int] = (64, 64),
-    epochs: int = 300,
-    learning_rate: float = 1e-3,
-    batch_size: int | None = None,
+    base: FitResult,
+    config: Config = Config(),
     progress: bool = True,
-) -> LuxMLPFit:
+) -> FitResult:
     r"""Replace one output of a trained linear Lux model by :math:`g(z) = C z + \mathrm{MLP}(z)` (module docstring).
 
     Parameters
     ----------
-    lux_fit : LuxFit
-        From :func:`jaxspec.models.lux.fit` on the same ``labels`` and ``spectra``.
-    labels : Labels ``(N, M)``
-        Training labels (physical units; ``ivar == 0`` = missing).
     spectra : Spectra ``(N, L)`` or a sequence (one per spectral output)
         Training spectra on the model's grids.
+    labels : Labels ``(N, M)``
+        Training labels (physical units; ``ivar == 0`` = missing).
     key : jax.random key
         MLP initialisation, minibatch order.
-    output : {"labels", "spectra"}
-        The output whose linear map (``A`` or ``B``) becomes :math:`g`.
-    hidden : sequence of int
-        Hidden layer widths (``tanh``).
-    epochs : int
-        Passes over the training stars (``epochs=0`` returns the linear model in MLP form).
-    learning_rate : float
-        Adam step size.
-    batch_size : int, optional
-        Stars per step (default ``min(128, N)``).
+    base : FitResult
+        From :func:`jaxspec.models.lux.fit` on the same ``spectra`` and ``labels``
+        (its model and training latents ``aux["z"]``).
+    config : Config
+        The output, widths, epochs, learning rate and batch size.
     progress : bool
 
     Returns
     -------
-    LuxMLPFit
-        ``model``, the training latents ``z`` the MLP saw, and the loss ``history``.
+    FitResult
+        ``model``; ``history`` (one row per epoch: ``"loss"``,
+        ``"chi2_per_obs"``, ``"grad_norm"``); ``converged``: False (a fixed
+        number of epochs, no stopping tolerance); ``aux["z"]``: the training
+        latents the MLP saw ``(N, P)``.
     """
-    if not isinstance(lux_fit, lux.LuxFit):
-        raise TypeError(f"lux_fit: expected a LuxFit (from lux.fit), found {type(lux_fit).__name__}")
-    base = lux_fit.model
-    if output not in OUTPUTS:
-        raise ValueError(f"output: expected one of {OUTPUTS}, found {output!r}")
-    if base.label_masks is not None:
-        raise ValueError("lux_fit: models trained with label_masks are not supported by the MLP variant")
-    hidden = _check_hidden(hidden)
-    if isinstance(learning_rate, bool) or not (isinstance(learning_rate, numbers.Real) and 0 < learning_rate < np.inf):
-        raise ValueError(f"learning_rate: expected a finite value > 0, found {learning_rate!r}")
-    labels = check_labels(labels, base)
+    if not (isinstance(base, FitResult) and isinstance(base.model, lux.Model) and "z" in base.aux):
+        raise TypeError(f"base: expected the FitResult of lux.fit, found {type(base).__name__}")
+    if not isinstance(config, Config):
+        raise TypeError(f"config: expected a lux.mlp.Config, found {type(config).__name__}")
+    check_key(key)
+    linear = base.model
+    if linear.label_masks is not None:
+        raise ValueError("base: models trained with label_masks are not supported by the MLP variant")
+    labels = check_labels(labels, linear)
     n = labels.n_stars
-    if np.shape(lux_fit.z)[0] != n:
-        raise ValueError(f"labels: expected {np.shape(lux_fit.z)[0]} stars as in lux_fit.z, found {n}")
-    flux, ivar, _ = as_outputs(spectra, n, base)
+    if np.shape(base.aux["z"])[0] != n:
+        raise ValueError(f"labels: expected {np.shape(base.aux['z'])[0]} stars as in base.aux['z'], found {n}")
+    flux, ivar, _ = as_outputs(spectra, n, linear)
     dtype = default_float()
 
-    if output == "labels":
-        std = base.label_scaler.transform(labels)
+    if config.output == "labels":
+        std = linear.label_scaler.transform(labels)
         y, w = np.asarray(std.values, dtype), np.asarray(std.ivar, dtype)
-        z = np.asarray(lux.infer_latents(base, spectra=spectra, omega=base.omega, progress=False).z, dtype)
-        skip = np.asarray(base.params.A, dtype)
+        z = np.asarray(lux.encode(linear, spectra, omega=linear.omega, progress=False).z, dtype)
+        skip = np.asarray(linear.params.A, dtype)
     else:
         y = flux
-        w = flux_weights_np(ivar, base.params.ln_s).astype(dtype, copy=False)
-        z = np.asarray(lux_fit.z, dtype)
-        skip = np.asarray(base.params.B, dtype)
+        w = flux_weights_np(ivar, linear.params.ln_s).astype(dtype, copy=False)
+        z = np.asarray(base.aux["z"], dtype)
+        skip = np.asarray(linear.params.B, dtype)
     center = z.mean(axis=0)
     sd = z.std(axis=0)
     scale = np.where(sd > 1e-6 * max(float(sd.max()), 1e-30), sd, 1.0).astype(dtype)
 
     n_out, p = skip.shape
-    net = _ResidualMLP(p, hidden, n_out, dtype=np.dtype(dtype).name, rngs=nnx.Rngs(params=jax.random.fold_in(key, 0)))
+    net = _ResidualMLP(
+        p, config.hidden, n_out, dtype=np.dtype(dtype).name, rngs=nnx.Rngs(params=jax.random.fold_in(key, 0))
+    )
     graphdef, state = nnx.split(net)
-    params = MLPParams(jnp.asarray(skip), jax.tree_util.tree_map(jnp.asarray, nnx.to_pure_dict(state)))
+    params = Params(jnp.asarray(skip), jax.tree_util.tree_map(jnp.asarray, nnx.to_pure_dict(state)))
     center_j, scale_j = jnp.asarray(center), jnp.asarray(scale)
     n_obs = max(float(np.count_nonzero(w > 0)) / n, 1.0)  # measured outputs per star, for a readable metric
 
@@ -280,75 +303,77 @@ def fit_mlp_output(
         loss = jnp.mean(chi2)
         return loss, {"chi2_per_obs": loss / n_obs}
 
-    optimizer = optax.adam(learning_rate)
+    optimizer = optax.adam(config.learning_rate)
     step = make_train_step(loss_fn, optimizer, has_aux=True)
-    batch_size = min(128, n) if batch_size is None else batch_size
+    batch_size = min(128, n) if config.batch_size is None else config.batch_size
     result = train_loop(
         step,
         params,
         optimizer.init(params),
         (z, y, w),
         key=jax.random.fold_in(key, 1),
-        epochs=epochs,
+        epochs=config.epochs,
         batch_size=batch_size,
         progress=progress,
     )
-    trained = jax.tree_util.tree_map(np.asarray, result.params)
-    model = LuxMLPModel(base, output, trained, hidden, center, scale)
-    return LuxMLPFit(model, z, result.history)
+    model = Model(linear, result.params, center, scale, config)
+    return FitResult(on_device(model), result.history, bool(result.converged), {"z": z})
 
 
 # -- test step -------------------------------------------------------------------------
 
 
-def decode_output(model: LuxMLPModel, z) -> np.ndarray:
-    r"""The MLP output :math:`g(z)` for latents ``z`` ``(n, P)``.
+def decode(model: Model, z) -> jax.Array:
+    r"""The MLP output :math:`g(z)` for latents ``z`` ``(..., P)``: a pure function of the model pytree.
 
-    Returns ``(n, M)`` labels in physical units (``output="labels"``) or
-    ``(n, L)`` model fluxes (``output="spectra"``).
+    Returns ``(..., M)`` labels in physical units (``output="labels"``) or
+    ``(..., L)`` model fluxes (``output="spectra"``).  ``jax.jit``,
+    ``jax.vmap`` and ``jax.grad`` go through it.
     """
-    _check_model(model)
-    z = np.asarray(z, default_float())
-    if z.ndim != 2 or z.shape[1] != model.lux.n_latents:
-        raise ValueError(f"z: expected shape (n, {model.lux.n_latents}), found {z.shape}")
-    params = jax.tree_util.tree_map(jnp.asarray, model.params)
-    out = np.asarray(_g_jit(model.graphdef, params, jnp.asarray(model.z_center), jnp.asarray(model.z_scale), z))
-    return model.lux.label_scaler.inverse(out) if model.output == "labels" else out
+    dtype = model.params.skip.dtype
+    z = jnp.asarray(check_last_axis(z, model.lux.n_latents, "z"), dtype)
+    out = _g(model.graphdef, model.params, jnp.asarray(model.z_center, dtype), jnp.asarray(model.z_scale, dtype), z)
+    if model.config.output == "spectra":
+        return out
+    scaler = model.lux.label_scaler
+    return out * jnp.asarray(scaler.scale, dtype) + jnp.asarray(scaler.center, dtype)
 
 
-def _omega(model: LuxMLPModel, omega) -> float:
+def _omega(model: Model, omega) -> float:
     omega = model.lux.omega if omega is None else float(omega)
     if not (np.isfinite(omega) and omega >= 0):
         raise ValueError(f"omega: expected a finite value >= 0, found {omega!r}")
     return omega
 
 
-def infer_latents_mlp(
-    model: LuxMLPModel,
+def encode(
+    model: Model,
     spectra: Spectra | Sequence,
     *,
     omega: float | None = None,
     covariance: bool = False,
+    chunk_size: int = CHUNK_SIZE,
     progress: bool = True,
 ) -> LatentFit:
     r"""Latents of new stars from their spectra, minimising the flux chi2 plus :math:`\Omega\lVert z\rVert^2`.
 
     ``output="labels"``: the fluxes are linear in ``z`` (:math:`f = Bz`), so
-    this is :func:`jaxspec.models.lux.infer_latents`.  ``output="spectra"``:
+    this is :func:`jaxspec.models.lux.encode`.  ``output="spectra"``:
     :math:`f = g(z)` is nonlinear; :func:`jaxspec.optim.fit_latents` with
     ``method="dense_gauss_newton"`` (Gauss-Newton with adaptive damping; the
     undamped ``"gauss_newton"`` stalls on some stars in float32) from the
-    linear-Lux latents, weights
-    :math:`1/(\sigma^2 + s^2)` and the Gaussian prior of precision
-    :math:`2\Omega I`.  ``omega`` defaults to the model's training
-    :math:`\Omega` (note: :func:`jaxspec.models.lux.predict_labels` defaults
-    to 0, the paper's unpenalised test step; pass ``omega=0`` for that).
+    linear-Lux latents, weights :math:`1/(\sigma^2 + s^2)` and the L2 prior
+    :meth:`jaxspec.optim.GaussianPrior.l2`.  ``omega`` defaults to the model's
+    training :math:`\Omega` (note: :func:`jaxspec.models.lux.predict_labels`
+    defaults to 0, the paper's unpenalised test step; pass ``omega=0`` for that).
     """
     _check_model(model)
     omega = _omega(model, omega)
     if model.output == "labels":
-        return lux.infer_latents(model.lux, spectra=spectra, omega=omega, covariance=covariance, progress=progress)
-    z_lin = lux.infer_latents(model.lux, spectra=spectra, omega=omega, progress=False)
+        return lux.encode(
+            model.lux, spectra, omega=omega, covariance=covariance, chunk_size=chunk_size, progress=progress
+        )
+    z_lin = lux.encode(model.lux, spectra, omega=omega, chunk_size=chunk_size, progress=False)
     flux, ivar, _ = as_outputs(spectra, None, model.lux)
     w = flux_weights_np(ivar, model.lux.params.ln_s)
     p = model.lux.n_latents
@@ -361,16 +386,21 @@ def infer_latents_mlp(
         np.asarray(z_lin.z),
         prior=prior,
         method="dense_gauss_newton",
-        options=FitOptions(chunk_size=1024),
+        options=FitOptions(chunk_size=chunk_size),
         covariance=covariance,
         progress=progress,
     )
 
 
-def predict_labels_mlp(
-    model: LuxMLPModel, spectra: Spectra | Sequence, *, omega: float | None = None, progress: bool = True
-) -> lux.LabelPrediction:
-    r"""Labels of new stars from their spectra: :math:`\hat z` by :func:`infer_latents_mlp`, then the label map.
+def predict_labels(
+    model: Model,
+    spectra: Spectra | Sequence,
+    *,
+    omega: float | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    progress: bool = True,
+) -> LabelPrediction:
+    r"""Labels of new stars from their spectra: :math:`\hat z` by :func:`encode`, then the label map.
 
     :math:`\hat\ell = g(\hat z)` (``output="labels"``) or :math:`A\hat z`
     (``output="spectra"``), in physical units.  The covariance is
@@ -378,13 +408,9 @@ def predict_labels_mlp(
     :math:`\hat z` and :math:`\Sigma_z` the Laplace latent covariance (no
     calibrated label scatter: ``model.lux.label_scatter`` belongs to ``A z``); flagged
     stars (no measured pixel, failed fit) get the scaler centre and ``ivar = 0``.
-    ``omega``: as in :func:`infer_latents_mlp` (default: the model's).
-
-    Returns
-    -------
-    jaxspec.models.lux.LabelPrediction
+    ``omega``: as in :func:`encode` (default: the model's).
     """
-    fit_ = infer_latents_mlp(model, spectra, omega=omega, covariance=True, progress=progress)
+    fit_ = encode(model, spectra, omega=omega, covariance=True, chunk_size=chunk_size, progress=progress)
     z = np.asarray(fit_.z, default_float())
     scale = np.asarray(model.lux.label_scaler.scale, np.float64)
     if model.output == "labels":
@@ -406,4 +432,4 @@ def predict_labels_mlp(
     cov = np.where(flagged[:, None, None], np.diag(np.full(len(model.lux.label_names), np.inf)), cov)
     dtype = default_float()
     labels = Labels._make(values.astype(dtype), ivar.astype(dtype), model.lux.label_names)
-    return lux.LabelPrediction(labels, cov, z, np.asarray(fit_.reduced_chi2), flagged)
+    return LabelPrediction(labels, cov, z, np.asarray(fit_.reduced_chi2), flagged)
