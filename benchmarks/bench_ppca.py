@@ -1,25 +1,25 @@
-r"""``fit_ppca`` against the reference PPCA (PyPI ``pyppca``) on identical data, and at full survey size.
+r"""``ppca.fit`` against the reference PPCA (PyPI ``pyppca``) on identical data, and at full survey size.
 
 Data (seeded, float32): ``n_stars x 7514`` spectra ``x = m + W z + e`` with a
 mean spectrum ``m`` (unit continuum with absorption lines), a planted rank-30
 ``W`` with column amplitudes falling geometrically from 0.05 to 0.005 (flux
 units), ``z ~ N(0, I)``, white noise 0.01 (S/N 100), and 2% of the entries
-missing uniformly at random (NaN for ``pyppca``, ``mask=`` for ``fit_ppca``).
+missing uniformly at random (NaN for ``pyppca``, ``mask=`` for ``ppca.fit``).
 
 Comparison (default): both fit ``K = 30`` components.  ``pyppca.ppca`` stops
 when its objective changes by less than ``1e-4`` (relative, after at least 5
-iterations; fixed in its code); ``fit_ppca`` runs with ``tol=1e-4`` on the
+iterations; fixed in its code); ``ppca.fit`` runs with ``tol=1e-4`` on the
 relative change of its parameters.  ``pyppca`` runs in its own virtual
 environment (``--ref-python``, default ``/tmp/venvppca/bin/python``) in a
 subprocess on the same array saved as ``.npy``; its time is that of the
-``ppca()`` call alone.  ``fit_ppca`` is timed after a warm-up call (which also
+``ppca()`` call alone.  ``ppca.fit`` is timed after a warm-up call (which also
 compiles), median of ``--repeats``.  Printed and appended to ``--out``: wall
 times, their ratio, iteration counts, and the largest principal angle between
 the two fitted subspaces and between each and the planted one.
 
 ``--full-survey``: 151,145 x 7514 (or ``--n-stars``) generated in chunks into
 ``np.memmap`` files under ``--tmp`` (4.5 GB of float32 plus a 1.1 GB mask);
-times ``fit_ppca`` alone, a first call (which compiles for the padded widths
+times ``ppca.fit`` alone, a first call (which compiles for the padded widths
 of this survey's missing-pixel lists) and a second one, and reports the peak
 resident memory of the process.
 
@@ -39,12 +39,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 from _harness import write_record
 
-from jaxspec.models.ppca import fit_ppca
+from jaxspec.models import ppca
 
 HERE = Path(__file__).resolve().parent
 N_PIX, RANK, NOISE, MISSING = 7514, 30, 0.01, 0.02
@@ -94,9 +95,17 @@ def max_angle(a, b) -> float:
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
-def _fit(x, mask, args):
-    return fit_ppca(x, RANK, mask=mask, key=jax.random.key(args.seed), tol=args.tol, max_iter=args.max_iter,
-                    chunk_size=args.chunk_size, progress=False)  # fmt: skip
+class _Fitted(NamedTuple):
+    n_iter: int
+    converged: bool
+    noise_variance: float
+    components: np.ndarray
+
+
+def _fit(x, mask, args) -> _Fitted:
+    config = ppca.Config(n_components=RANK, tol=args.tol, max_iter=args.max_iter, chunk_size=args.chunk_size)
+    res = ppca.fit(x, key=jax.random.key(args.seed), config=config, mask=mask, progress=False)
+    return _Fitted(res.aux["n_iter"], res.converged, float(res.model.noise_variance), res.model.components)
 
 
 def compare(args) -> dict:
@@ -145,7 +154,7 @@ def full_survey(args) -> dict:
         x.flush()
         mask.flush()
         gen = time.perf_counter() - t0
-        x = np.load(f"{tmp}/x.npy", mmap_mode="r")  # read-only, page-aligned data: used by fit_ppca in place
+        x = np.load(f"{tmp}/x.npy", mmap_mode="r")  # read-only, page-aligned data: used by ppca.fit in place
         mask = np.load(f"{tmp}/mask.npy", mmap_mode="r")
         t0 = time.perf_counter()
         _fit(x, mask, args)  # first call: compiles for this survey's padded missing-pixel widths

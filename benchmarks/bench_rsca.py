@@ -4,10 +4,12 @@ Data (built-in generator, seeded): 151,145 field giants (``mock.survey``) and 18
 members of 22 open clusters (``mock.open_clusters``; sizes 2-20, drawn once from
 the seed), 7514 APOGEE pixels.  Spectra are censored as in the paper: a pixel is
 missing where its flux error exceeds 0.05 or the generator flagged it bad
-(``Noise(bad_pixel_frac=0.02)``: about 2% of the pixels in all).  The field is
-written chunk by chunk to a float32 ``.npy`` file under ``--tmp`` with NaN at
-missing pixels (4.5 GB), and read back as a read-only memory map: nothing holds
-the survey in memory but the page cache.
+(``Noise(bad_pixel_frac=0.02)``: about 2% of the pixels in all).  Every star
+goes into one float32 ``.npy`` file under ``--tmp`` with NaN at missing pixels
+(4.5 GB), the members first and then the field, written chunk by chunk, and is
+read back as a read-only memory map (with cluster ids, -1 for the field, as
+``rsca.fit`` takes them): nothing holds the survey in memory but the page cache,
+and the field rows, one contiguous block, are read in place.
 
 Timed end to end, in one process, first call included (JIT compilation counts):
 
@@ -70,64 +72,69 @@ def _censored(spectra) -> np.ndarray:
 
 
 def generate(path: str, n_field: int, seed: int, chunk: int = 10_000):
-    """Write the field to ``path`` (``.npy``); return the field nuisances, cluster flux/ids/nuisances."""
+    """Write every star to ``path`` (``.npy``: members, then the field); return the ids and nuisances."""
     noise = mock.Noise(bad_pixel_frac=0.02)
     key = jax.random.key(seed)
-    out = np.lib.format.open_memmap(path, "w+", np.float32, (n_field, 7514))
+    cl = mock.open_clusters(
+        jax.random.fold_in(key, 2**31), N_CLUSTERS, cluster_sizes(seed).tolist(), 0, noise=noise, progress=False
+    )
+    m = len(cl.cluster_id)
+    out = np.lib.format.open_memmap(path, "w+", np.float32, (m + n_field, 7514))
+    out[:m] = _censored(cl.spectra)
     rv, a_k = np.empty(n_field), np.empty(n_field)
     for lo in range(0, n_field, chunk):
         hi = min(lo + chunk, n_field)
         s = mock.survey(jax.random.fold_in(key, lo), hi - lo, noise=noise, progress=False)
-        out[lo:hi] = _censored(s.spectra)
+        out[m + lo : m + hi] = _censored(s.spectra)
         rv[lo:hi], a_k[lo:hi] = s.rv, s.a_k
     out.flush()
     del out
-    cl = mock.open_clusters(
-        jax.random.fold_in(key, 2**31), N_CLUSTERS, cluster_sizes(seed).tolist(), 0, noise=noise, progress=False
-    )
-    return np.stack([rv, a_k], 1), _censored(cl.spectra), cl.cluster_id, np.stack([cl.rv, cl.a_k], 1)
+    ids = np.r_[cl.cluster_id, np.full(n_field, -1)]
+    return ids, np.concatenate([np.stack([cl.rv, cl.a_k], 1), np.stack([rv, a_k], 1)])
 
 
 def run(args) -> dict:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         folder = Path(args.data or tmp)
         t0 = time.perf_counter()
-        if (folder / "rest.npz").exists():  # generated before with the same --data
-            rest = np.load(folder / "rest.npz")
-            nf, clusters, ids, nc = rest["nf"], rest["clusters"], rest["ids"], rest["nc"]
+        if (folder / "ids.npz").exists():  # generated before with the same --data
+            rest = np.load(folder / "ids.npz")
+            ids, nuis = rest["ids"], rest["nuis"]
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            nf, clusters, ids, nc = generate(str(folder / "field.npy"), args.n_field, args.seed)
-            np.savez(folder / "rest.npz", nf=nf, clusters=clusters, ids=ids, nc=nc)
+            ids, nuis = generate(str(folder / "survey.npy"), args.n_field, args.seed)
+            np.savez(folder / "ids.npz", ids=ids, nuis=nuis)
         gen = time.perf_counter() - t0
-        field = np.load(folder / "field.npy", mmap_mode="r")
-        match = {"nuisance_field": nf, "nuisance_clusters": nc, "tolerances": TOL}
+        survey = np.load(folder / "survey.npy", mmap_mode="r")
+        member = ids >= 0
+        match = {"nuisance_field": nuis[~member], "nuisance_clusters": nuis[member], "tolerances": TOL}
 
         times = {}
         t_all, cpu0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
-        kwargs = {"tol": args.tol, "max_iter": args.max_iter, "progress": False}
+        config = rsca.Config(
+            n_components=30, ppca_components=args.ppca_components, ppca_tol=args.tol, ppca_max_iter=args.max_iter
+        )
         fit, times["fit_s"], times["fit_compile_s"] = timed_call(
-            lambda f: rsca.fit(f, clusters, ids, n_components=30, key=jax.random.key(args.seed),
-                               ppca_components=args.ppca_components, ppca_kwargs=kwargs),
-            field,
-        )  # fmt: skip
+            lambda x: rsca.fit(x, ids, key=jax.random.key(args.seed), config=config, progress=False), survey
+        )
+        zp, zc, member_ids = fit.aux["field_feats"], fit.aux["cluster_feats"], fit.aux["member_ids"]
         t0 = time.perf_counter()
-        top = rsca.top_n_table(fit.field_feats, fit.cluster_feats, ids, n_dims=TOP_N, **match)
+        top = rsca.top_n_table(zp, zc, member_ids, n_dims=TOP_N, **match)
         times["rates_s"] = time.perf_counter() - t0
         times["total_s"] = time.perf_counter() - t_all
         times["total_cpu_s"] = time.process_time() - cpu0  # both cores: up to 2x the wall time
         times["loadavg_1min"] = [load0, os.getloadavg()[0]]  # > 0 before: other processes were running
-        raw = rsca.doppelganger_rate(fit.field_feats, fit.cluster_feats, ids, **match)
-        missing = float(np.mean([np.isnan(field[i : i + 5000]).mean() for i in range(0, len(field), 5000)]))
-        del field
+        raw = rsca.doppelganger_rate(zp, zc, member_ids, **match)
+        missing = float(np.mean([np.isnan(survey[i : i + 5000]).mean() for i in range(0, len(survey), 5000)]))
+        del survey
     return {
         "n_field": args.n_field,
         "n_clusters": N_CLUSTERS,
-        "n_members": int(ids.size),
+        "n_members": int(member.sum()),
         "missing_frac": missing,
         "generate_s": gen,
         **times,
-        "ppca_iterations": len(fit.log_likelihood),
+        "ppca_iterations": len(fit.history["log_likelihood"]),
         "ppca_converged": fit.converged,
         "rate_loo": float(top.rates[list(TOP_N).index(30)]),
         "rate_raw_latents": raw.rate,

@@ -170,10 +170,19 @@ def test_fit_transform_unseen_spectra_and_io(tmp_path):
     clusters, _ = _spectra(7, 20)
     field[rng.random(field.shape) < 0.03] = np.nan  # missing values
     ids = np.repeat(np.arange(4), 5)
-    model, zp, zc, _, _ = rsca.fit(
-        field, clusters, ids, n_components=4, ppca_components=6, key=jax.random.key(0), ppca_kwargs={"progress": False}
-    )
-    assert zp.shape == (150, 4) and zc.shape == (20, 4)
+    # members first, then the field: cluster id -1 marks a field star
+    everyone, all_ids = np.concatenate([clusters, field]), np.r_[ids, np.full(150, -1)]
+    config = rsca.Config(n_components=4, ppca_components=6)
+    fit = rsca.fit(everyone, all_ids, key=jax.random.key(0), config=config, progress=False)
+    model, zp, zc = fit.model, fit.aux["field_feats"], fit.aux["cluster_feats"]
+    assert zp.shape == (150, 4) and zc.shape == (20, 4) and model.ppca.n_components == 6
+    np.testing.assert_array_equal(fit.aux["member_ids"], ids)
+    np.testing.assert_array_equal(fit.aux["field_rows"], np.arange(20, 170))
+    assert fit.history["log_likelihood"].ndim == 1
+    # the stars in any order give the same model
+    order = np.random.default_rng(1).permutation(170)
+    again = rsca.fit(everyone[order], all_ids[order], key=jax.random.key(0), config=config, progress=False)
+    assert_allclose(rsca.transform(again.model, clusters, progress=False), rsca.transform(model, clusters), scale=10)
     emb_c = rsca.transform(model, clusters)
     assert_allclose(emb_c, rsca.embed(model.metric, zc), dtype=np.float64)
     scale = np.max(np.abs(emb_c)) + 1
@@ -181,7 +190,7 @@ def test_fit_transform_unseen_spectra_and_io(tmp_path):
     assert rsca.transform(model, clusters, n_dims=2).shape == (20, 2)
     path = jaxspec.io.save(tmp_path / "rsca.npz", model)
     loaded = jaxspec.io.load(path)
-    assert isinstance(loaded, rsca.RSCAModel)
+    assert isinstance(loaded, rsca.Model) and loaded.config == model.config
     assert_allclose(rsca.transform(loaded, clusters), emb_c, dtype=np.float64)
     # Spectra input: err above max_err is missing, like NaN
     err = np.full(clusters.shape, 0.01)
@@ -217,8 +226,14 @@ def test_bad_inputs():
         rsca.doppelganger_rate(zp, zc, ids, nuisance_field=zp[:, 0])
     with pytest.raises(ValueError, match="n_dims"):
         rsca.leave_one_cluster_out_rate(zp, zc, ids, n_dims=9)
-    with pytest.raises(ValueError, match="ppca_components"):
-        rsca.fit(np.ones((30, 10)), np.ones((4, 10)), np.zeros(4, int), n_components=4, ppca_components=2, key=None)
+    with pytest.raises(ValueError, match="config.ppca_components: expected an int >= 4"):
+        rsca.Config(n_components=4, ppca_components=2)
+    with pytest.raises(ValueError, match="cluster_ids: expected field stars"):
+        rsca.fit(np.ones((30, 10)), np.zeros(30, int), key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"cluster_ids: expected shape \(30,\)"):
+        rsca.fit(np.ones((30, 10)), np.zeros(29, int), key=jax.random.key(0))
+    with pytest.raises(TypeError, match="key"):
+        rsca.fit(np.ones((30, 10)), np.r_[np.zeros(4, int), -np.ones(26, int)], key=None)
     with pytest.raises(TypeError, match="model"):
         rsca.transform(zp, zc)
 

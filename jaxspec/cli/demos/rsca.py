@@ -33,26 +33,20 @@ def demo_rsca(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = 
 
     # Step 1 once, with the most components; every K of the sweep keeps the first K latents.
     t0 = time.perf_counter()
-    fit = rsca.fit(
-        mc.spectra[~member],
-        mc.spectra[member],
-        ids,
-        n_components=k,
-        key=k_fit,
-        ppca_components=n_ppca,
-        ppca_kwargs={"progress": progress},
-    )
+    config = rsca.Config(n_components=k, ppca_components=n_ppca)
+    fit = rsca.fit(mc.spectra, mc.cluster_id, key=k_fit, config=config, progress=progress)  # -1 = field star
+    field_feats, cluster_feats = fit.aux["field_feats"], fit.aux["cluster_feats"]  # rows in the order of mc
     fit_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     match = {"nuisance_field": nf, "nuisance_clusters": nc, "tolerances": tol}
     loo, raw = [], []
     for kk in ks:
-        zp, zc = fit.field_feats[:, :kk], fit.cluster_feats[:, :kk]
+        zp, zc = field_feats[:, :kk], cluster_feats[:, :kk]
         loo.append(rsca.leave_one_cluster_out_rate(zp, zc, ids, **match).rate)
         raw.append(rsca.doppelganger_rate(zp, zc, ids, **match).rate)
     top_dims = [n for n in (1, 2, 3, 5, 10, 20, 30) if n <= k]
-    top = rsca.top_n_table(fit.field_feats, fit.cluster_feats, ids, n_dims=top_dims, **match)
+    top = rsca.top_n_table(field_feats, cluster_feats, ids, n_dims=top_dims, **match)
 
     # Abundance baseline: steps 2-4 on [Fe/H] and the nine [X/Fe]; as in the paper, only stars with all of
     # them measured (the spectra rate on the same stars is reported too)
@@ -63,7 +57,7 @@ def demo_rsca(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = 
     ab_match = {"nuisance_field": nf[fm], "nuisance_clusters": nc[cm], "tolerances": tol}
     ab = rsca.leave_one_cluster_out_rate(abund[~member & full], abund[member & full], ids[cm], **ab_match)
     ab_spectra = rsca.leave_one_cluster_out_rate(
-        fit.field_feats[fm], fit.cluster_feats[cm], ids[cm], **ab_match
+        field_feats[fm], cluster_feats[cm], ids[cm], **ab_match
     )  # spectra on the same stars
     eval_s = time.perf_counter() - t0
 
@@ -76,9 +70,9 @@ def demo_rsca(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = 
         "ppca_components": n_ppca,
         "n_components": k,
         "ppca_converged": fit.converged,
-        "ppca_iterations": len(fit.log_likelihood),
+        "ppca_iterations": len(fit.history["log_likelihood"]),
         "tolerances": {"rv_km_s": tol[0], "a_k_mag": tol[1]},
-        "matched_pairs": int(sum(rsca.doppelganger_rate(fit.field_feats, fit.cluster_feats, ids, **match).n_pairs)),
+        "matched_pairs": int(sum(rsca.doppelganger_rate(field_feats, cluster_feats, ids, **match).n_pairs)),
         "rate_spectra": loo[head],
         "rate_raw_latents": raw[head],
         "rate_labels": ab.rate,
@@ -118,7 +112,7 @@ def demo_rsca(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = 
     else:
         from jaxspec.plots.rsca import plot_rate_vs_components, plot_rsca_dimensions
 
-        feats = np.concatenate([fit.cluster_feats, fit.field_feats])
+        feats = np.concatenate([cluster_feats, field_feats])
         emb = rsca.embed(fit.model.metric, feats, n_dims=min(4, k))
         fe_h = np.concatenate([lab[member, mc.labels.index("FE_H")], lab[~member, mc.labels.index("FE_H")]])
         all_ids = np.concatenate([ids, np.full(int((~member).sum()), -1)])

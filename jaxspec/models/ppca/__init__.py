@@ -61,6 +61,8 @@ beyond the paper: deterministic initialisation, exact per-star posteriors,
 inverse-variance weights.
 """
 
-from jaxspec.models.ppca._fit import PPCAResult, fit_ppca, transform
+from jaxspec.models._common import FitResult
+from jaxspec.models.ppca._fit import encode, fit
+from jaxspec.models.ppca._model import Config, Model, decode
 
-__all__ = ["PPCAResult", "fit_ppca", "transform"]
+__all__ = ["Config", "FitResult", "Model", "decode", "encode", "fit"]

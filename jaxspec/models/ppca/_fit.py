@@ -2,171 +2,151 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxspec.data._checks import check_key
+from jaxspec.models._common import CHUNK_SIZE, FitResult, on_device
 from jaxspec.models.ppca._data import _chunk, _chunks, _Data, _dtype, _inputs, _load, _missing
 from jaxspec.models.ppca._kernels import _estep_chunk, _power
+from jaxspec.models.ppca._model import Config, Model
+
+__all__ = ["encode", "fit"]
 
 _INIT_PASSES = 2  # passes of the randomised subspace iteration that starts EM
 _INIT_STARS = 32768  # the start uses every (N // this)-th chunk: at least this many stars, under twice it
-_DIRECT_MAX = 512  # transform() of at most this many stars: direct float64 solves, no compilation
+_DIRECT_MAX = 512  # encode() of at most this many stars: direct float64 solves, no compilation
 _OVERSAMPLE = 10
 
 
-class PPCAResult(NamedTuple):
-    r"""A fitted PPCA model, in PCA axes (components sorted by explained variance).
-
-    mean : ``(D,)``; loadings : ``W`` ``(D, K)``, orthogonal columns;
-    components : ``(D, K)`` orthonormal, ``W / |W|``; explained_variance : ``(K,)``,
-    model variance along each component, :math:`|W_k|^2 + \sigma^2`;
-    noise_variance : :math:`\sigma^2`; latents : ``(N, K)`` posterior means
-    :math:`E[z_n]` (prior ``N(0, I)``); log_likelihood : ``(n_iter + 1,)``
-    observed-data log-likelihood before each update and at the result;
-    n_iter, converged; ivar_scale : ``ivar / ivar_scale`` are the weights
-    (``None`` when unweighted).
-    """
-
-    mean: np.ndarray
-    loadings: np.ndarray
-    components: np.ndarray
-    explained_variance: np.ndarray
-    noise_variance: float
-    latents: np.ndarray
-    log_likelihood: np.ndarray
-    n_iter: int
-    converged: bool
-    ivar_scale: float | None
-
-
-def fit_ppca(
-    data,
-    n_components: int,
+def fit(
+    spectra,
     *,
+    key: jax.Array,
+    config: Config = Config(),  # noqa: B008 - a frozen dataclass
     ivar=None,
     mask=None,
-    key: jax.Array,
-    weights: str | None = None,
-    max_iter: int = 100,
-    tol: float = 1e-5,
-    chunk_size: int = 512,
     progress: bool = True,
-) -> PPCAResult:
-    r"""Fit PPCA with missing data by EM (see the module docstring for the equations).
+) -> FitResult:
+    r"""Fit PPCA with missing data by EM (see the package docstring for the equations).
 
     Parameters
     ----------
-    data : array ``(N, D)`` or :class:`~jaxspec.data.containers.Spectra`
+    spectra : array ``(N, D)`` or :class:`~jaxspec.data.containers.Spectra`
         Fluxes; non-finite values count as missing.  numpy, memmap or jax arrays.
-    n_components : int
-        Latent dimension ``K``, ``1 <= K < min(N, D)``.
+    key : jax.random key
+        Seeds the initial subspace; the fit is a deterministic function of it.
+    config : Config
+        ``K``, weighting, iterations, tolerance, EM chunk size.
     ivar, mask : array ``(N, D)``, optional
         ``ivar == 0`` or ``mask == True`` marks missing entries (a ``Spectra``
         brings its ``ivar``).
-    key : jax.random key
-        Seeds the initial subspace; the fit is a deterministic function of it.
-    weights : None or "ivar"
-        ``"ivar"``: noise variance :math:`\sigma^2\,\overline{\mathrm{ivar}}/\mathrm{ivar}_{nd}`.
-    max_iter, tol : EM updates at most, and the relative change of the log-likelihood to stop at.
-    chunk_size : int
-        Stars per chunk (rounded up to a multiple of 16); memory is ``O(chunk_size D)`` beyond the data.
-        On CPU, 512 keeps the per-chunk temporaries small enough to be reused by the allocator
-        (at 1024 the E-step ran about 1.6x slower per star, in fresh pages).
     progress : bool
         ``tqdm`` bar over iterations.
 
     Returns
     -------
-    PPCAResult
+    FitResult
+        ``model`` (a :class:`Model` in PCA axes); ``history["log_likelihood"]``:
+        the observed-data log-likelihood before each update and at the result;
+        ``converged``: the relative change reached ``config.tol``;
+        ``aux["latents"]``: posterior means :math:`E[z_n]` ``(N, K)`` of the
+        training stars, ``aux["n_iter"]``: EM updates made.
     """
-    x, ivar, mask = _inputs(data, ivar, mask)
+    if not isinstance(config, Config):
+        raise TypeError(f"config: expected a ppca.Config, found {type(config).__name__}")
+    check_key(key)
+    x, ivar, mask = _inputs(spectra, ivar, mask)
     n, d = x.shape
-    if isinstance(n_components, bool) or not isinstance(n_components, int | np.integer):
-        raise TypeError(f"n_components: expected an int, found {type(n_components).__name__}")
-    if not 1 <= n_components < min(n, d):
-        raise ValueError(f"n_components: expected 1 <= K < min(N, D) = {min(n, d)}, found {n_components}")
-    if weights not in (None, "ivar"):
-        raise ValueError(f"weights: expected None or 'ivar', found {weights!r}")
-    if weights == "ivar" and ivar is None:
-        raise ValueError("weights: 'ivar' needs inverse variances (ivar= or a Spectra), found none")
-    if int(max_iter) < 0 or not tol > 0:
-        raise ValueError(f"max_iter, tol: expected >= 0 and > 0, found {max_iter}, {tol}")
-    key = _check_key(key)
-    prep, scale = _load(x, ivar, mask, _chunk(chunk_size, n), weights == "ivar")
+    k = config.n_components
+    if not k < min(n, d):
+        raise ValueError(f"config.n_components: expected 1 <= K < min(N, D) = {min(n, d)}, found {k}")
+    weighted = config.weights == "ivar"
+    if weighted and ivar is None:
+        raise ValueError("config.weights: 'ivar' needs inverse variances (ivar= or a Spectra), found none")
+    prep, scale = _load(x, ivar, mask, _chunk(config.chunk_size, n), weighted)
     if prep.n_obs == 0 or not prep.sq > 0:
-        raise ValueError("data: every entry is missing, or the observed data have no variance")
+        raise ValueError("spectra: every entry is missing, or the observed data have no variance")
     dense = prep.w is not None
-    k = int(n_components)
     w, sigma2 = _init(prep, k, key)
     history, change, it = [], np.inf, 0
-    bar = tqdm(total=max_iter, desc="fit_ppca", unit="iter", disable=not progress)
+    bar = tqdm(total=config.max_iter, desc="ppca fit", unit="iter", disable=not progress)
     while True:
         stats = _estep(prep, w, sigma2)
         history.append(_loglike(prep, stats, sigma2, k))
         if it > 0:
             change = abs(history[-1] - history[-2]) / abs(history[-1])
         bar.set_postfix(loglike=f"{history[-1]:.8g}", change=f"{change:.2g}")
-        if change <= tol or it >= max_iter:
+        if change <= config.tol or it >= config.max_iter:
             break
         w, sigma2 = (_mstep_dense if dense else _mstep_sparse)(prep, stats, w, sigma2)
         it += 1
         bar.update()
-    converged = change <= tol
     bar.close()
-    return _to_pca_axes(
-        prep.mean, w, sigma2, stats["z"][:n], np.array(history), it, converged, scale if weights else None
+    loadings, latents = _to_pca_axes(w, stats["z"][:n])
+    model = Model(
+        np.asarray(prep.mean),
+        loadings,
+        np.asarray(sigma2, np.float64),
+        np.asarray(scale, np.float64) if weighted else None,
+        config,
     )
+    history = {"log_likelihood": np.array(history)}
+    return FitResult(on_device(model), history, bool(change <= config.tol), {"latents": latents, "n_iter": it})
 
 
-def transform(result: PPCAResult, data, *, ivar=None, mask=None, chunk_size: int = 512) -> np.ndarray:
-    r"""Posterior mean latents :math:`E[z_n | x_{n,\mathrm{obs}}]` ``(N, K)`` of new data under a fit.
+def encode(model: Model, spectra, *, ivar=None, mask=None, chunk_size: int = CHUNK_SIZE, progress: bool = True):
+    r"""Posterior mean latents :math:`E[z_n | x_{n,\mathrm{obs}}]` ``(N, K)`` of spectra under a fit.
 
     Uses the fit's weighting (``ivar`` needed when it was ``weights="ivar"``);
-    on the training data it returns ``result.latents``.
+    on the training data it returns the fit's ``aux["latents"]``.  At most
+    512 stars are solved directly in float64 (nothing to compile); more go
+    through the chunked E-step.
+
+    Parameters
+    ----------
+    model : Model
+    spectra : array ``(N, D)`` or Spectra (NaN = missing)
+    ivar, mask : array ``(N, D)``, optional
+    chunk_size : int
+        Stars per compiled chunk.
+    progress : bool
+
+    Returns
+    -------
+    numpy array ``(N, K)``
     """
-    if not isinstance(result, PPCAResult):
-        raise TypeError(f"result: expected a PPCAResult, found {type(result).__name__}")
-    x, ivar, mask = _inputs(data, ivar, mask)
-    if x.shape[1] != result.mean.shape[0]:
-        raise ValueError(f"data: expected {result.mean.shape[0]} pixels as in the fit, found {x.shape[1]}")
-    weighted = result.ivar_scale is not None
+    if not isinstance(model, Model):
+        raise TypeError(f"model: expected a ppca.Model, found {type(model).__name__}")
+    x, ivar, mask = _inputs(spectra, ivar, mask)
+    d = np.shape(model.mean)[0]
+    if x.shape[1] != d:
+        raise ValueError(f"spectra: expected {d} pixels as in the fit, found {x.shape[1]}")
+    weighted = model.ivar_scale is not None
     if weighted and ivar is None:
         raise ValueError("ivar: the fit was weighted by ivar; pass ivar= (or a Spectra)")
-    chunk = _chunk(chunk_size, x.shape[0])
     if x.shape[0] <= _DIRECT_MAX:
-        return _transform_direct(result, x, ivar, mask)
-    prep, _ = _load(x, ivar, mask, chunk, weighted, mean=result.mean, scale=result.ivar_scale)
-    stats = _estep(prep, result.loadings, result.noise_variance)
+        return _encode_direct(model, x, ivar, mask)
+    scale = float(model.ivar_scale) if weighted else None
+    prep, _ = _load(x, ivar, mask, _chunk(chunk_size, x.shape[0]), weighted, mean=np.asarray(model.mean), scale=scale)
+    stats = _estep(prep, model.loadings, float(model.noise_variance), progress=progress)
     return stats["z"][: x.shape[0]]
 
 
-def _transform_direct(result: PPCAResult, x, ivar, mask) -> np.ndarray:
+def _encode_direct(model: Model, x, ivar, mask) -> np.ndarray:
     r"""The posterior means of a few stars in float64 numpy, one ``K x K`` solve each (nothing to compile):
     :math:`E[z_n] = (\sigma^2 I + W^\top \mathrm{diag}(w_n) W)^{-1} W^\top \mathrm{diag}(w_n)(x_n - \mu)`."""
     xc, miss, ivc = _missing(x, ivar, mask, 0, x.shape[0])
-    w = np.asarray(result.loadings, np.float64)
-    wt = np.where(miss, 0.0, 1.0 if result.ivar_scale is None else ivc / result.ivar_scale)
-    resid = np.where(miss, 0.0, np.asarray(xc, np.float64) - np.asarray(result.mean, np.float64))
+    w = np.asarray(model.loadings, np.float64)
+    wt = np.where(miss, 0.0, 1.0 if model.ivar_scale is None else ivc / float(model.ivar_scale))
+    resid = np.where(miss, 0.0, np.asarray(xc, np.float64) - np.asarray(model.mean, np.float64))
     blocks = range(0, len(wt), 32)  # (32, D, K) float64 temporaries
     gram = np.concatenate([np.matmul((wt[a : a + 32, :, None] * w).transpose(0, 2, 1), w) for a in blocks])
     rhs = (wt * resid) @ w
-    z = np.linalg.solve(result.noise_variance * np.eye(w.shape[1]) + gram, rhs[:, :, None])[:, :, 0]
+    z = np.linalg.solve(float(model.noise_variance) * np.eye(w.shape[1]) + gram, rhs[:, :, None])[:, :, 0]
     return z.astype(_dtype())
-
-
-def _check_key(key):
-    try:
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            return key
-        if key.shape == (2,) and key.dtype == jnp.uint32:
-            return key
-    except AttributeError:
-        pass
-    raise TypeError(f"key: expected a jax.random key, found {key!r}")
 
 
 # ---------------------------------------------------------------- EM
@@ -213,7 +193,7 @@ def _orth(z):
     return z
 
 
-def _estep(prep: _Data, w, sigma2):
+def _estep(prep: _Data, w, sigma2, *, progress: bool = False):
     """One pass over the data: latents and the sufficient statistics of the M-step."""
     w = jnp.asarray(w, _dtype())
     s2 = jnp.asarray(sigma2, _dtype())
@@ -224,7 +204,7 @@ def _estep(prep: _Data, w, sigma2):
         w = jnp.concatenate([w, pad])  # row D: the padding of the missing index
         args = (w[:-1].T @ w[:-1], jnp.asarray(np.append(prep.mean, 0.0), _dtype()))
     zs, acc, scalars = [], None, []
-    for x, extra, valid in _chunks(prep):
+    for x, extra, valid in tqdm(_chunks(prep), disable=not progress, desc="ppca encode", unit="chunk"):
         z, *mats, sc = _estep_chunk(x, extra, valid, w, s2, *args)
         zs.append(z)
         acc = mats if acc is None else [a + m for a, m in zip(acc, mats, strict=True)]
@@ -278,27 +258,15 @@ def _loglike(prep: _Data, stats, sigma2, k):
     )
 
 
-def _to_pca_axes(mean, w, sigma2, z, history, n_iter, converged, scale):
+def _to_pca_axes(w, z):
     """Rotate ``W`` (and the latents) so its columns are orthogonal, sorted by norm, sign-fixed."""
     w = np.asarray(w, np.float64)
     ev, rot = np.linalg.eigh(np.einsum("dk,dl->kl", w, w))
     order = np.argsort(ev)[::-1]
-    ev, rot = np.maximum(ev[order], 0.0), rot[:, order]
+    rot = rot[:, order]
     loadings = np.einsum("dk,kl->dl", w, rot)
-    comps = loadings / np.sqrt(np.where(ev > 0, ev, 1.0))
-    sign = np.sign(comps[np.argmax(np.abs(comps), axis=0), np.arange(comps.shape[1])])
+    sign = np.sign(loadings[np.argmax(np.abs(loadings), axis=0), np.arange(loadings.shape[1])])
     sign[sign == 0] = 1.0
     rot = rot * sign
     dtype = _dtype()
-    return PPCAResult(
-        mean=np.asarray(mean),
-        loadings=(loadings * sign).astype(dtype),
-        components=(comps * sign).astype(dtype),
-        explained_variance=(ev + sigma2).astype(dtype),
-        noise_variance=float(sigma2),
-        latents=np.einsum("nk,kl->nl", z, rot.astype(z.dtype)).astype(dtype),
-        log_likelihood=history,
-        n_iter=n_iter,
-        converged=bool(converged),
-        ivar_scale=scale,
-    )
+    return (loadings * sign).astype(dtype), np.einsum("nk,kl->nl", z, rot.astype(z.dtype)).astype(dtype)

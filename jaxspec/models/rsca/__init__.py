@@ -24,13 +24,14 @@ probabilities that a pair is from one cluster and that it is not (paper eq. 5).
 Steps 2-4 are ``K x K`` float64 linear algebra (:func:`fit_from_features`); the
 composed map :math:`y = (z - \bar z_\mathrm{pop})\,A`,
 :math:`A = E \Lambda^{-1/2} R\,\mathrm{diag}(1/\alpha)`, is stored in
-:class:`RSCAMetric`.  Evaluation (doppelganger rate with leave-one-cluster-out,
+:class:`Metric`.  Evaluation (doppelganger rate with leave-one-cluster-out,
 the top-N table, the interstellar mask, Appendix B's nuisance-hyperplane
 removal) lives in :mod:`jaxspec.models.rsca._eval`, steps 2-4 in
 :mod:`jaxspec.models.rsca._metric`, the doppelganger rate in :mod:`jaxspec.models.rsca._doppelganger`;
 all are re-exported here.
 """
 
+from jaxspec.models._common import FitResult
 from jaxspec.models.rsca._doppelganger import DoppelgangerResult, doppelganger_rate
 from jaxspec.models.rsca._eval import (
     NuisanceRemoval,
@@ -39,16 +40,17 @@ from jaxspec.models.rsca._eval import (
     remove_nuisance_hyperplane,
     top_n_table,
 )
-from jaxspec.models.rsca._fit import InterstellarMask, RSCAFit, RSCAModel, fit, interstellar_mask, transform
-from jaxspec.models.rsca._metric import RSCAMetric, embed, fit_from_features, pooled_sigma, scale_factor
+from jaxspec.models.rsca._fit import Config, InterstellarMask, Model, fit, interstellar_mask, transform
+from jaxspec.models.rsca._metric import Metric, embed, fit_from_features, pooled_sigma, scale_factor
 
 __all__ = [
+    "Config",
     "DoppelgangerResult",
+    "FitResult",
     "InterstellarMask",
+    "Metric",
+    "Model",
     "NuisanceRemoval",
-    "RSCAFit",
-    "RSCAMetric",
-    "RSCAModel",
     "TopNTable",
     "doppelganger_rate",
     "embed",

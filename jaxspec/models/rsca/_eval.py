@@ -20,7 +20,7 @@ from jaxspec.models.rsca._doppelganger import (
     doppelganger_counts,
     summarise_doppelgangers,
 )
-from jaxspec.models.rsca._metric import RSCAMetric, fit_from_features
+from jaxspec.models.rsca._metric import Metric, fit_from_features
 
 
 class TopNTable(NamedTuple):
@@ -151,7 +151,7 @@ def remove_nuisance_hyperplane(features, groups, *, n_dims: int) -> NuisanceRemo
     if not 1 <= int(n_dims) < k:
         raise ValueError(f"n_dims: expected 1 <= n_dims < {k}, found {n_dims}")
     sel = g >= 0
-    metric: RSCAMetric = fit_from_features(x, x[sel], g[sel])
+    metric: Metric = fit_from_features(x, x[sel], g[sel])
     fwd = metric.sphere @ metric.rotation
     inv = np.linalg.inv(fwd)
     keep = np.ones(k)

@@ -5,41 +5,110 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
 from jaxspec import io
+from jaxspec.data._checks import check_float, check_int, check_key, int_ids
 from jaxspec.data.containers import Spectra
 from jaxspec.models import ppca
-from jaxspec.models.rsca._metric import RSCAMetric, embed, fit_from_features
+from jaxspec.models._common import CHUNK_SIZE, FitResult, model_dataclass, static
+from jaxspec.models.rsca._metric import Metric, embed, fit_from_features
+
+__all__ = ["Config", "InterstellarMask", "Model", "fit", "interstellar_mask", "transform"]
 
 
-@io.register("rsca.Model", family="rsca")
+@io.register("rsca.Config")
 @dataclasses.dataclass(frozen=True)
-class RSCAModel:
-    r"""A trained RSCA model: spectra -> metric space (immutable; ``jaxspec.io.save``).
+class Config:
+    """How :func:`fit` builds the metric.  Defaults: the paper's (de Mijolla & Ness 2021, sec. 3).
 
     Attributes
     ----------
-    ppca_mean : ``(D,)``; ppca_loadings : ``(D, P)``; ppca_noise_variance : float
-        The step-1 PPCA (``P = ppca_components >= K``; latents are the posterior
-        means under all ``P`` components, of which the first ``K`` are kept).
     n_components : int
-        ``K``.
-    metric : RSCAMetric
-        Steps 2-4.
+        ``K``, dimensions kept (paper: 30).
+    ppca_components : int or None
+        Fit this many PPCA components (``>= K``) and keep the first ``K``
+        (paper: 60; None: ``K``).
     max_err : float or None
-        Pixels with flux error above this (``ivar < 1 / max_err^2``) are missing.
-    pixel_mask : bool ``(D,)``
-        Pixels censored for every star (``True``; e.g. interstellar bands).
+        With ``Spectra`` input, pixels with flux error above this are missing
+        (``ivar < 1 / max_err^2``; paper: 0.05); None: only ``ivar == 0``.
+    ppca_max_iter, ppca_tol : int, float
+        EM updates at most and the relative log-likelihood change to stop at
+        (:class:`jaxspec.models.ppca.Config`).
     """
 
-    ppca_mean: np.ndarray
-    ppca_loadings: np.ndarray
-    ppca_noise_variance: float
-    n_components: int
-    metric: RSCAMetric
-    max_err: float | None
-    pixel_mask: np.ndarray
+    n_components: int = 30
+    ppca_components: int | None = None
+    max_err: float | None = 0.05
+    ppca_max_iter: int = 100
+    ppca_tol: float = 1e-5
+
+    def __post_init__(self):
+        check_int(self.n_components, "config.n_components", minimum=1)
+        if self.ppca_components is not None:
+            check_int(self.ppca_components, "config.ppca_components", minimum=self.n_components)
+        if self.max_err is not None:
+            check_float(self.max_err, "config.max_err", low=0.0, open_low=True)
+        check_int(self.ppca_max_iter, "config.ppca_max_iter", minimum=0)
+        check_float(self.ppca_tol, "config.ppca_tol", low=0.0, open_low=True)
+
+    @property
+    def ppca(self) -> ppca.Config:
+        """The step-1 PPCA's configuration."""
+        p = self.n_components if self.ppca_components is None else self.ppca_components
+        return ppca.Config(n_components=p, max_iter=self.ppca_max_iter, tol=self.ppca_tol)
+
+
+def _upgrade(fields: dict, version: int) -> dict:
+    """Layout 1 (jaxspec 0.1) held the PPCA's arrays and the scalars beside the metric."""
+    loadings = fields["ppca_loadings"]
+    p = int(np.shape(loadings)[1])
+    k = int(fields["n_components"])
+    config = Config(n_components=k, ppca_components=p, max_err=fields["max_err"])
+    noise = np.asarray(fields["ppca_noise_variance"], np.float64)
+    step1 = ppca.Model(fields["ppca_mean"], loadings, noise, None, config.ppca)
+    return {"ppca": step1, "metric": fields["metric"], "pixel_mask": fields["pixel_mask"], "config": config}
+
+
+@io.register("rsca.Model", family="rsca", version=2, upgrade=_upgrade)
+@model_dataclass
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    r"""A trained RSCA model: spectra -> metric space (immutable; a JAX pytree; save with ``jaxspec.io.save``).
+
+    Attributes
+    ----------
+    ppca : jaxspec.models.ppca.Model
+        Step 1, fitted on the field (``P = ppca_components >= K``; latents are the
+        posterior means under all ``P`` components, of which the first ``K`` are kept).
+    metric : Metric
+        Steps 2-4 (float64).
+    pixel_mask : bool ``(D,)`` (static)
+        Pixels censored for every star (``True``; e.g. interstellar bands).
+    config : Config (static)
+    """
+
+    ppca: ppca.Model
+    metric: Metric
+    pixel_mask: np.ndarray = static()
+    config: Config = static(default=Config())
+
+    def __post_init__(self):
+        if not isinstance(self.ppca, ppca.Model) or not isinstance(self.metric, Metric):
+            raise TypeError(
+                f"rsca.Model: expected a ppca.Model and a Metric, found {type(self.ppca).__name__}, "
+                f"{type(self.metric).__name__}"
+            )
+        if not isinstance(self.config, Config):
+            raise TypeError(f"config: expected an rsca.Config, found {type(self.config).__name__}")
+        d = np.shape(self.ppca.mean)[0]
+        if np.shape(self.pixel_mask) != (d,) or np.asarray(self.pixel_mask).dtype != bool:
+            raise ValueError(f"pixel_mask: expected a bool array ({d},), found {np.shape(self.pixel_mask)}")
+
+    @property
+    def n_components(self) -> int:
+        return self.config.n_components
 
 
 class InterstellarMask(NamedTuple):
@@ -50,19 +119,6 @@ class InterstellarMask(NamedTuple):
     residual: np.ndarray
     n_low: int
     n_high: int
-
-
-class RSCAFit(NamedTuple):
-    """Result of :func:`fit`: the model, the step-1 latents of the field ``(N_pop, K)`` and
-    of the clusters ``(N_clust, K)`` (for :func:`fit_from_features` and
-    :func:`leave_one_cluster_out_rate` without refitting the PPCA), and the PPCA's
-    log-likelihood history and convergence flag."""
-
-    model: RSCAModel
-    field_feats: np.ndarray
-    cluster_feats: np.ndarray
-    log_likelihood: np.ndarray
-    converged: bool
 
 
 def _flux_and_mask(spectra, max_err, pixel_mask, name, *, lazy=False):
@@ -79,7 +135,7 @@ def _flux_and_mask(spectra, max_err, pixel_mask, name, *, lazy=False):
         flux, ivar = np.asarray(spectra.flux), np.asarray(spectra.ivar)
         miss = ivar <= 0 if max_err is None else ivar < 1.0 / float(max_err) ** 2
     else:
-        flux = np.asarray(spectra)
+        flux = spectra if isinstance(spectra, np.ndarray) else np.asarray(spectra)
         if flux.ndim != 2:
             raise ValueError(f"{name}: expected a Spectra or a 2-D array (n_stars, n_pix), found shape {flux.shape}")
         if lazy:
@@ -91,90 +147,110 @@ def _flux_and_mask(spectra, max_err, pixel_mask, name, *, lazy=False):
     return flux, miss
 
 
-def _latents(model: RSCAModel, spectra, name: str) -> np.ndarray:
-    flux, miss = _flux_and_mask(spectra, model.max_err, model.pixel_mask, name)
-    p = model.ppca_loadings.shape[1]
-    res = ppca.PPCAResult(
-        model.ppca_mean, model.ppca_loadings, None, None, model.ppca_noise_variance, None, None, 0, True, None
-    )
-    return np.asarray(ppca.transform(res, flux, mask=miss), dtype=np.float64)[:, : min(model.n_components, p)]
+def _rows(x, rows: np.ndarray):
+    """Rows of ``x`` (int indices, sorted): a view when they are one contiguous block (a memory map
+    stays a memory map), else a copy."""
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size:
+        return x[rows[0] : rows[-1] + 1]
+    return x[rows]
+
+
+def _select(spectra, rows: np.ndarray):
+    if isinstance(spectra, Spectra):
+        return spectra[rows]
+    return _rows(spectra, rows)
+
+
+def _latents(step1: ppca.Model, config: Config, pixel_mask, spectra, *, chunk_size=CHUNK_SIZE, progress=False):
+    """The first ``K`` step-1 posterior latents ``(N, K)`` float64 of ``spectra`` (censored as in the fit)."""
+    flux, miss = _flux_and_mask(spectra, config.max_err, np.asarray(pixel_mask), "spectra")
+    z = ppca.encode(step1, flux, mask=miss, chunk_size=chunk_size, progress=progress)
+    return np.asarray(z, dtype=np.float64)[:, : config.n_components]
 
 
 def fit(
-    field,
-    clusters,
+    spectra,
     cluster_ids,
     *,
-    n_components: int = 30,
-    key,
-    ppca_components: int | None = None,
-    max_err: float | None = 0.05,
+    key: jax.Array,
+    config: Config = Config(),
     pixel_mask=None,
-    ppca_kwargs: dict | None = None,
-) -> RSCAFit:
-    r"""Fit RSCA (steps 1-4) on field and open-cluster spectra.
+    progress: bool = True,
+) -> FitResult:
+    r"""Fit RSCA (steps 1-4) on field stars and open-cluster members.
 
     Parameters
     ----------
-    field : Spectra or array ``(N_pop, D)``
-        Field spectra (NaN = missing); they alone define the PPCA and the sphering.
-    clusters : Spectra or array ``(N_clust, D)``
-        Open-cluster members.
-    cluster_ids : int ``(N_clust,)``
-    n_components : int
-        ``K``, dimensions kept (paper: 30).
+    spectra : Spectra or array ``(N, D)``
+        Every star, field and clusters (NaN = missing; a ``Spectra``'s pixels with
+        error above ``config.max_err`` are missing too).  A memory-mapped array
+        is read in place when its field rows form one contiguous block (members
+        first or last); other layouts copy the field rows.
+    cluster_ids : int ``(N,)``
+        The open cluster of each star, ``-1`` for a field star (as
+        :func:`jaxspec.data.mock.open_clusters` encodes it).  The field alone
+        defines the PPCA and the sphering; clusters with one member do not
+        inform steps 3-4.
     key : jax.random key
         Seeds the PPCA initialisation.
-    ppca_components : int, optional
-        Fit this many PPCA components (``>= K``) and keep the first ``K`` (paper: 60).
-    max_err : float or None
-        With ``Spectra`` input, pixels with flux error above this are missing (paper: 0.05).
+    config : Config
+        ``K``, the PPCA's size and iterations, the error cut.
     pixel_mask : bool ``(D,)``, optional
         Pixels missing for every star (``True``), e.g. from :func:`interstellar_mask`.
-    ppca_kwargs : dict, optional
-        ``max_iter``, ``tol``, ``chunk_size``, ``progress`` of :func:`~jaxspec.models.ppca.fit_ppca`.
+    progress : bool
 
     Returns
     -------
-    RSCAFit
-        ``model`` and the step-1 latents ``field_feats``, ``cluster_feats``.
+    FitResult
+        ``model``; ``history["log_likelihood"]`` and ``converged`` of the PPCA's
+        EM; ``aux``: the step-1 latents of the field ``"field_feats"``
+        ``(N_field, K)`` and of the members ``"cluster_feats"`` ``(N_members, K)``
+        with their ids ``"member_ids"`` (for :func:`fit_from_features`,
+        :func:`leave_one_cluster_out_rate` and :func:`top_n_table` without
+        refitting the PPCA), and the row indices ``"field_rows"``, ``"member_rows"``.
     """
-    k = int(n_components)
-    p = k if ppca_components is None else int(ppca_components)
-    if p < k:
-        raise ValueError(f"ppca_components: expected >= n_components = {k}, found {p}")
-    kwargs = dict(ppca_kwargs or {})
-    bad = set(kwargs) - {"max_iter", "tol", "chunk_size", "progress"}
-    if bad:
-        raise ValueError(f"ppca_kwargs: unknown keys {sorted(bad)}")
+    if not isinstance(config, Config):
+        raise TypeError(f"config: expected an rsca.Config, found {type(config).__name__}")
+    check_key(key)
+    n_stars = spectra.n_stars if isinstance(spectra, Spectra) else np.shape(spectra)[0]
+    ids = int_ids(cluster_ids, n_stars, "cluster_ids")
+    field_rows, member_rows = np.flatnonzero(ids < 0), np.flatnonzero(ids >= 0)
+    if field_rows.size == 0 or member_rows.size == 0:
+        raise ValueError(
+            f"cluster_ids: expected field stars (-1) and cluster members (>= 0), found {field_rows.size} and "
+            f"{member_rows.size}"
+        )
     if pixel_mask is not None:
         pixel_mask = np.asarray(pixel_mask)
         if pixel_mask.dtype != np.bool_:
             raise TypeError(f"pixel_mask: expected a boolean array, found dtype {pixel_mask.dtype}")
-    flux, miss = _flux_and_mask(field, max_err, pixel_mask, "field", lazy=True)
-    res = ppca.fit_ppca(flux, p, mask=miss, key=key, **kwargs)
+    flux, miss = _flux_and_mask(_select(spectra, field_rows), config.max_err, pixel_mask, "spectra", lazy=True)
+    step1 = ppca.fit(flux, key=key, config=config.ppca, mask=miss, progress=progress)
     d = flux.shape[1]
-    model_stub = RSCAModel(
-        np.asarray(res.mean),
-        np.asarray(res.loadings),
-        float(res.noise_variance),
-        k,
-        None,
-        max_err,
-        np.zeros(d, bool) if pixel_mask is None else pixel_mask,
-    )
-    zp = np.asarray(res.latents, dtype=np.float64)[:, :k]
-    zc = _latents(model_stub, clusters, "clusters")
-    metric = fit_from_features(zp, zc, cluster_ids)
-    model = dataclasses.replace(model_stub, metric=metric)
-    return RSCAFit(model, zp, zc, np.asarray(res.log_likelihood), bool(res.converged))
+    k = config.n_components
+    mask = np.zeros(d, bool) if pixel_mask is None else pixel_mask
+    zp = np.asarray(step1.aux["latents"], dtype=np.float64)[:, :k]
+    zc = _latents(step1.model, config, mask, _select(spectra, member_rows))
+    model = Model(step1.model, fit_from_features(zp, zc, ids[member_rows]), mask, config)
+    aux = {
+        "field_feats": zp,
+        "cluster_feats": zc,
+        "member_ids": ids[member_rows],
+        "field_rows": field_rows,
+        "member_rows": member_rows,
+    }
+    return FitResult(model, step1.history, step1.converged, aux)
 
 
-def transform(model: RSCAModel, spectra, n_dims: int | None = None) -> np.ndarray:
-    """Spectra ``(N, D)`` (Spectra or array, NaN = missing) -> metric space ``(N, K)`` (or ``n_dims``)."""
-    if not isinstance(model, RSCAModel):
-        raise TypeError(f"model: expected an RSCAModel, found {type(model).__name__}")
-    return embed(model.metric, _latents(model, spectra, "spectra"), n_dims)
+def transform(
+    model: Model, spectra, n_dims: int | None = None, *, chunk_size: int = CHUNK_SIZE, progress: bool = True
+) -> np.ndarray:
+    """Spectra ``(N, D)`` (Spectra or array, NaN = missing) -> metric space ``(N, K)`` (or the ``n_dims``
+    most discriminating dimensions, sorted): the step-1 posterior latents, then :func:`embed`."""
+    if not isinstance(model, Model):
+        raise TypeError(f"model: expected an rsca.Model, found {type(model).__name__}")
+    z = _latents(model.ppca, model.config, model.pixel_mask, spectra, chunk_size=chunk_size, progress=progress)
+    return embed(model.metric, z, n_dims)
 
 
 def interstellar_mask(
@@ -209,9 +285,9 @@ def interstellar_mask(
         raise ValueError(
             f"a_k: need more than {n_components} stars below low and one above high, found {lo.sum()}, {hi.sum()}"
         )
-    res = ppca.fit_ppca(flux[lo], n_components, mask=miss[lo], key=key, progress=False)
-    z = ppca.transform(res, flux[hi], mask=miss[hi])
-    r = np.where(miss[hi], 0.0, flux[hi] - (res.mean + np.asarray(z) @ np.asarray(res.loadings).T))
+    res = ppca.fit(flux[lo], key=key, config=ppca.Config(n_components=n_components), mask=miss[lo], progress=False)
+    z = ppca.encode(res.model, flux[hi], mask=miss[hi], progress=False)
+    r = np.where(miss[hi], 0.0, flux[hi] - np.asarray(ppca.decode(res.model, z), np.float64))
     n_obs = np.sum(~miss[hi], axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         resid = np.where(n_obs > 0, r.sum(axis=0) / n_obs, np.nan)

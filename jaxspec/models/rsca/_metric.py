@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxspec import io
@@ -17,7 +19,7 @@ SIGMA_CLIP = 1e-6  # sigma_clust is clipped to [SIGMA_CLIP, 1 - SIGMA_CLIP]
 
 
 @io.register("rsca.Metric")
-class RSCAMetric(NamedTuple):
+class Metric(NamedTuple):
     r"""Steps 2-4 of RSCA as arrays (float64).
 
     mean : ``(K,)`` field mean of the features; sphere : ``(K, K)``
@@ -76,7 +78,7 @@ def scale_factor(sigma_clust, sigma_pop: float = 1.0) -> np.ndarray:
     return sigma_clust * sigma_pop / np.sqrt(sigma_pop**2 - sigma_clust**2)
 
 
-def fit_from_features(field_feats, cluster_feats, cluster_ids) -> RSCAMetric:
+def fit_from_features(field_feats, cluster_feats, cluster_ids) -> Metric:
     r"""Fit steps 2-4 (sphere, reparametrise, rescale) on features.
 
     Parameters
@@ -90,7 +92,7 @@ def fit_from_features(field_feats, cluster_feats, cluster_ids) -> RSCAMetric:
 
     Returns
     -------
-    RSCAMetric
+    Metric
         ``embed(metric, field_feats)`` has identity covariance (``ddof=1``) and the
         cluster-centred members a diagonal one.
     """
@@ -113,13 +115,34 @@ def fit_from_features(field_feats, cluster_feats, cluster_ids) -> RSCAMetric:
     rot = rot[:, ::-1]
     rot = rot * np.where(rot[np.argmax(np.abs(rot), axis=0), np.arange(k)] < 0, -1.0, 1.0)  # fixed signs
     sigma = np.clip(pooled_sigma((zc - mean) @ sphere @ rot, groups), SIGMA_CLIP, 1.0 - SIGMA_CLIP)
-    return RSCAMetric(mean, sphere, rot, sigma, scale_factor(sigma))
+    return Metric(mean, sphere, rot, sigma, scale_factor(sigma))
 
 
-def embed(metric: RSCAMetric, feats, n_dims: int | None = None) -> np.ndarray:
-    """Features ``(N, K)`` -> metric space ``(N, K)``, or the ``n_dims`` most discriminating dims (sorted)."""
-    if not isinstance(metric, RSCAMetric):
-        raise TypeError(f"metric: expected an RSCAMetric, found {type(metric).__name__}")
+def embed(metric, feats, n_dims: int | None = None):
+    r"""Features ``(N, K)`` -> metric space ``(N, K)``: :math:`y = (x - \bar x) A`, or the ``n_dims`` most
+    discriminating dimensions (sorted).
+
+    ``metric``: a :class:`Metric` or an RSCA model (its ``metric``).  On numpy
+    input the features are checked and the map is applied in float64.  On
+    jax arrays (as inside ``jax.jit``, ``jax.vmap`` or ``jax.grad`` of a model)
+    it is a pure function of the metric and the features, any leading batch
+    axes, in their precision; ``n_dims`` then needs concrete ``sigma_clust``.
+    """
+    metric = getattr(metric, "metric", metric)
+    if not isinstance(metric, Metric):
+        raise TypeError(f"metric: expected a Metric or an rsca.Model, found {type(metric).__name__}")
+    if isinstance(feats, jax.Array) or any(isinstance(a, jax.core.Tracer) for a in metric):
+        k = np.shape(metric.mean)[0]
+        if np.shape(feats)[-1:] != (k,):
+            raise ValueError(f"feats: expected {k} features, found shape {np.shape(feats)}")
+        x = jnp.asarray(feats)
+        y = (
+            (x - jnp.asarray(metric.mean, x.dtype))
+            @ (jnp.asarray(metric.sphere, x.dtype) @ jnp.asarray(metric.rotation, x.dtype))
+            / jnp.asarray(metric.scale, x.dtype)
+        )
+        return y if n_dims is None else y[..., np.argsort(np.asarray(metric.sigma_clust), kind="stable")[:n_dims]]
+    metric = Metric(*(np.asarray(a, np.float64) for a in metric))
     x = finite_2d(feats, "feats")
     if x.shape[1] != metric.mean.shape[0]:
         raise ValueError(f"feats: expected {metric.mean.shape[0]} features, found {x.shape[1]}")
