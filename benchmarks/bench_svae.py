@@ -54,6 +54,7 @@ Run: ``python benchmarks/bench_svae.py`` (500,000 stars), ``python benchmarks/be
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -114,7 +115,7 @@ def _summary(times: list, losses: list, **extra) -> dict:
             **extra}  # fmt: skip
 
 
-def time_fit(step, params, opt_state, data, key, repeats: int, steps_per_call: int = 1) -> tuple[dict, svae.SVAEParams]:
+def time_fit(step, params, opt_state, data, key, repeats: int, steps_per_call: int = 1) -> tuple[dict, svae.Params]:
     """``train.train_loop(..., epochs=1)``: a warm-up call, then ``repeats`` calls continuing from its state.
 
     Each ``time_*`` returns its summary (times, median, epoch losses) and the params it ends with."""
@@ -140,7 +141,7 @@ def _n_rows(data) -> int:
     return jax.tree_util.tree_leaves(data)[0].shape[0]
 
 
-def time_raw_loop(step, params, opt_state, data_dev, key, repeats: int) -> tuple[dict, svae.SVAEParams]:
+def time_raw_loop(step, params, opt_state, data_dev, key, repeats: int) -> tuple[dict, svae.Params]:
     """The jitted step over pre-sliced device batches; also the time to enqueue the steps (dispatch)."""
     n_steps = _n_rows(data_dev) // BATCH
     times, enqueue, losses = [], [], []
@@ -163,7 +164,7 @@ def time_raw_loop(step, params, opt_state, data_dev, key, repeats: int) -> tuple
     return _summary(times, losses, enqueue_median_s=statistics.median(enqueue[1:])), params
 
 
-def time_host_keyed(step, params, opt_state, data_host, key, repeats: int) -> tuple[dict, svae.SVAEParams]:
+def time_host_keyed(step, params, opt_state, data_host, key, repeats: int) -> tuple[dict, svae.Params]:
     """``fit``'s epoch on host arrays (same permutation, host gather) with ``fold_in`` inside the jitted step."""
     keyed = jax.jit(lambda p, o, batch, root, s: step(p, o, batch, jax.random.fold_in(root, s)))
     n = _n_rows(data_host)
@@ -195,7 +196,7 @@ def make_gathered_step(step):
     return gathered
 
 
-def time_gathered(step, params, opt_state, data_dev, key, repeats: int) -> tuple[dict, svae.SVAEParams]:
+def time_gathered(step, params, opt_state, data_dev, key, repeats: int) -> tuple[dict, svae.Params]:
     """``fit``'s epoch on device data (same permutation and keys) with :func:`make_gathered_step`."""
     gathered, n = make_gathered_step(step), _n_rows(data_dev)
     times, losses = [], []
@@ -231,7 +232,7 @@ def make_scan_epoch(step, n_steps: int):
     return epoch
 
 
-def time_scan(step, params, opt_state, data_dev, key, repeats: int) -> tuple[dict, svae.SVAEParams]:
+def time_scan(step, params, opt_state, data_dev, key, repeats: int) -> tuple[dict, svae.Params]:
     """One jitted ``lax.scan`` epoch per call (:func:`make_scan_epoch`), continuing from the last state."""
     epoch = make_scan_epoch(step, _n_rows(data_dev) // BATCH)
     times, losses = [], []
@@ -267,14 +268,14 @@ def time_components(data_host, data_dev, key) -> dict:
     }
 
 
-def initial_params(seed: int) -> svae.SVAEParams:
+def initial_params(seed: int) -> svae.Params:
     """The initial weights both sides start from."""
-    return svae.init_params(jax.random.fold_in(jax.random.key(seed), 1), svae.SVAEConfig())
+    return svae.init_params(jax.random.fold_in(jax.random.key(seed), 1), svae.Config())
 
 
-def jaxspec_side(data_host: svae.SVAEBatch, args) -> tuple[dict, svae.SVAEParams]:
+def jaxspec_side(data_host: svae.Batch, args) -> tuple[dict, svae.Params]:
     """The four epoch timings and the per-step components; also the trained params (from ``fit``)."""
-    config = svae.SVAEConfig(batch_size=BATCH)
+    config = svae.Config(batch_size=BATCH)
     n_steps = _n_rows(data_host) // BATCH
     key = jax.random.key(args.seed)
     params = initial_params(args.seed)
@@ -305,10 +306,10 @@ def jaxspec_side(data_host: svae.SVAEBatch, args) -> tuple[dict, svae.SVAEParams
     return out, trained
 
 
-def encode_throughput(raw, batch: svae.SVAEBatch, params, stats, args) -> dict:
+def encode_throughput(raw, batch: svae.Batch, params, stats, args) -> dict:
     """``encode`` of every star: from e-/s (includes ``preprocess``), and from the standardised batch at two
     chunk sizes; spectra per second from the median of ``repeats`` calls after a warm-up."""
-    model = svae.SVAEModel(svae.SVAEConfig(), stats, jax.tree_util.tree_map(np.asarray, params))
+    model = svae.Model(jax.tree_util.tree_map(jnp.asarray, params), stats, svae.Config())
     coef, err, g = raw
     calls = {
         "raw_chunk1024": lambda: svae.encode(model, (coef, err), g, progress=False),
@@ -331,7 +332,7 @@ def encode_throughput(raw, batch: svae.SVAEBatch, params, stats, args) -> dict:
 # -- PyTorch ----------------------------------------------------------------------------------
 
 
-def save_weights(params: svae.SVAEParams, path) -> None:
+def save_weights(params: svae.Params, path) -> None:
     """``params`` as ``{net}.{i}.kernel`` / ``{net}.{i}.bias`` in an ``.npz`` (the torch reference's ``--params``)."""
     out = {}
     for net in params._fields:
@@ -341,7 +342,7 @@ def save_weights(params: svae.SVAEParams, path) -> None:
     np.savez(path, **out)
 
 
-def torch_side(data_host, init: svae.SVAEParams, args, *, compile_: bool = False, passive: bool = False) -> dict:
+def torch_side(data_host, init: svae.Params, args, *, compile_: bool = False, passive: bool = False) -> dict:
     """The reference on the same arrays and initial weights, in a subprocess; its JSON plus the load.
 
     ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP threads sleep instead of spinning), much faster when
@@ -406,13 +407,13 @@ def alternating(data_host, args) -> dict:
     apart says little; here each round times a warm-up and ``--repeats`` epochs of each side,
     and the ratios are of the medians pooled over all rounds' timed epochs (and per round).
     """
-    config = svae.SVAEConfig(batch_size=BATCH)
+    config = svae.Config(batch_size=BATCH)
     n_steps = _n_rows(data_host) // BATCH
     init = initial_params(args.seed)
     optimizer = svae.make_optimizer(config, n_steps)
     step = train.make_train_step(svae.batch_loss(config), optimizer, has_aux=True)
     key = jax.random.fold_in(jax.random.key(args.seed), 2)
-    plain = svae.make_optimizer(config._replace(clip_norm=None), n_steps)
+    plain = svae.make_optimizer(dataclasses.replace(config, clip_norm=None), n_steps)
     floor, data_dev = floor_step(plain), jax.device_put(data_host)
     sides = ("fit", "xla_floor", "torch") + ("torch_compiled",) * args.torch_compile
     times, rounds = {side: [] for side in sides}, []

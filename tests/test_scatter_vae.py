@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -17,7 +18,7 @@ from jaxspec.models.scatter_vae import _model as sv_model
 from tests._multidevice import run_in_subprocess
 from tests.conftest import assert_allclose, count_compiles
 
-SMALL = sv.SVAEConfig(hidden=(12, 8), latent_dim=3, batch_size=32, epochs=3)
+SMALL = sv.Config(hidden=(12, 8), latent_dim=3, batch_size=32, epochs=3)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def xp():
 
 @pytest.fixture(scope="module")
 def trained(xp):
-    config = sv.SVAEConfig(batch_size=32, epochs=4)
+    config = sv.Config(batch_size=32, epochs=4)
     return sv.fit(xp, key=jax.random.key(1), config=config, progress=False)
 
 
@@ -99,16 +100,20 @@ def test_preprocess_refuses_bad_input(xp, args, error, match):
 
 def test_bad_config_and_arguments_are_named(xp, trained):
     with pytest.raises(ValueError, match=r"config.schedule"):
-        sv.init_params(jax.random.key(0), sv.SVAEConfig(schedule="step"))
-    with pytest.raises(ValueError, match=r"config.hidden"):
-        sv.init_params(jax.random.key(0), sv.SVAEConfig(hidden=(8, 0)))
+        sv.Config(schedule="step")
+    with pytest.raises(ValueError, match=r"config.hidden\[1\]"):
+        sv.Config(hidden=(8, 0))
+    with pytest.raises(ValueError, match=r"config.validation_frac"):
+        sv.Config(validation_frac=1.0)
+    with pytest.raises(TypeError, match="key"):
+        sv.fit(xp, key=1, config=SMALL, progress=False)
     with pytest.raises(TypeError, match="full_covariance needs an XPSpectra"):
         sv.preprocess(xp, covariance=True)
     with pytest.raises(ValueError, match="chunk_size"):
         sv.encode(trained.model, xp, chunk_size=0, progress=False)
-    with pytest.raises(ValueError, match=r"z: expected finite values of shape \(n, 6\)"):
+    with pytest.raises(ValueError, match=r"z: expected shape \(\.\.\., 6\)"):
         sv.decode(trained.model, np.zeros((2, 3)))
-    with pytest.raises(TypeError, match="model: expected an SVAEModel"):
+    with pytest.raises(TypeError, match=r"model: expected an svae\.Model"):
         sv.encode(trained, xp)
 
 
@@ -160,12 +165,12 @@ def test_full_covariance_with_diagonal_covariance_equals_diagonal_loss(xp):
     params = sv.init_params(jax.random.key(5), SMALL)
     key = jax.random.key(6)
     diag_loss, diag_aux = sv.batch_loss(SMALL)(params, full, key)
-    full_loss, full_aux = sv.batch_loss(SMALL._replace(full_covariance=True))(params, full, key)
+    full_loss, full_aux = sv.batch_loss(dataclasses.replace(SMALL, full_covariance=True))(params, full, key)
     assert_allclose(full_loss, diag_loss)
     for k in diag_aux:
         assert_allclose(full_aux[k], diag_aux[k], atol=2e-4)
     with pytest.raises(ValueError, match="batch.cov"):
-        sv.batch_loss(SMALL._replace(full_covariance=True))(params, full._replace(cov=None), key)
+        sv.batch_loss(dataclasses.replace(SMALL, full_covariance=True))(params, full._replace(cov=None), key)
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -185,7 +190,7 @@ def test_short_fit_reduces_the_loss_and_compiles_once(xp, monkeypatch):
         return traced
 
     monkeypatch.setattr(sv_model, "batch_loss", counting)
-    result = sv.fit(xp, key=jax.random.key(2), config=SMALL._replace(epochs=4), progress=False)
+    result = sv.fit(xp, key=jax.random.key(2), config=dataclasses.replace(SMALL, epochs=4), progress=False)
     history = result.history
     assert len(history["loss"]) == 4 and set(history) >= {"loss", "chi2", "penalty", "kl", "val_loss"}
     assert history["loss"][-1] < history["loss"][0]
@@ -196,9 +201,11 @@ def test_short_fit_reduces_the_loss_and_compiles_once(xp, monkeypatch):
 
 def test_cosine_and_constant_schedules_train(xp):
     for schedule in ("cosine", "constant"):
-        config = SMALL._replace(schedule=schedule, epochs=2)
-        result = sv.fit(xp, key=jax.random.key(2), config=config, validation_frac=0.0, progress=False)
-        assert np.all(np.isfinite(result.history["loss"])) and result.best_epoch is None
+        config = dataclasses.replace(SMALL, schedule=schedule, epochs=2)
+        result = sv.fit(
+            xp, key=jax.random.key(2), config=dataclasses.replace(config, validation_frac=0.0), progress=False
+        )
+        assert np.all(np.isfinite(result.history["loss"])) and result.aux["best_epoch"] is None
 
 
 def _memmap(a: np.ndarray, path) -> np.memmap:
@@ -211,10 +218,10 @@ def _memmap(a: np.ndarray, path) -> np.memmap:
 def test_fit_on_a_preprocessed_memmapped_batch_with_missing_data(xp, tmp_path):
     coef, err = _damaged(xp)
     batch, stats = sv.preprocess((coef, err), xp.phot_g_mean_flux)
-    config = SMALL._replace(epochs=2)
+    config = dataclasses.replace(SMALL, epochs=2)
     result = sv.fit(batch, stats=stats, key=jax.random.key(0), config=config, progress=False)
     assert np.all(np.isfinite(result.history["val_loss"]))
-    on_disk = sv.SVAEBatch(*(_memmap(a, tmp_path / f"{k}.npy") for k, a in zip("xsm", batch[:3], strict=True)))
+    on_disk = sv.Batch(*(_memmap(a, tmp_path / f"{k}.npy") for k, a in zip("xsm", batch[:3], strict=True)))
     streamed = sv.fit(on_disk, stats=stats, key=jax.random.key(0), config=config, progress=False)
     assert isinstance(on_disk.x, np.memmap)
     np.testing.assert_array_equal(streamed.history["loss"], result.history["loss"])
@@ -231,7 +238,7 @@ def test_full_covariance_fit_runs(xp):
     err = np.asarray(xp.errors[:96])
     cov = err[:, :, None] * err[:, None, :] * (0.3 + 0.7 * np.eye(110))  # equicorrelated, positive definite
     batch, stats = sv.preprocess((xp.coefficients[:96], err), xp.phot_g_mean_flux[:96], covariance=cov)
-    config = SMALL._replace(full_covariance=True, epochs=2, batch_size=16)
+    config = dataclasses.replace(SMALL, full_covariance=True, epochs=2, batch_size=16)
     result = sv.fit(batch, stats=stats, key=jax.random.key(0), config=config, progress=False)
     assert np.all(np.isfinite(result.history["loss"]))
     score = sv.anomaly_score(result.model, batch, chunk_size=32, progress=False)
@@ -243,7 +250,7 @@ from jaxspec.models import scatter_vae as sv
 rng = np.random.default_rng(0)
 coef = 1.0 + rng.normal(size=(64, 110)) @ rng.normal(size=(110, 110)) * 0.05
 err = np.full((64, 110), 0.02)
-config = sv.SVAEConfig(hidden=(16, 8), latent_dim=3, batch_size=16, epochs=2)
+config = sv.Config(hidden=(16, 8), latent_dim=3, batch_size=16, epochs=2)
 for name, m in (("plain", None), ("sharded", mesh)):
     r = sv.fit((coef, err), g_flux=np.ones(64), key=jax.random.key(0), config=config, mesh=m, progress=False)
     out[name + "_kernel"] = r.model.params.decoder["layer_0"]["kernel"]
@@ -345,12 +352,12 @@ def test_real_files_with_missing_bp(shared_data, trained, suffix):
     assert np.all(np.isfinite(sv.anomaly_score(trained.model, real, g, progress=False)))
     # the full covariance of real sources through the (float32) Cholesky, against numpy in float64
     params = jax.tree_util.tree_map(jnp.asarray, trained.model.params)
-    full = sv.batch_loss(trained.model.config._replace(full_covariance=True))
+    full = sv.batch_loss(dataclasses.replace(trained.model.config, full_covariance=True))
     loss, _ = full(params, batch, jax.random.key(0))
     assert np.isfinite(loss)
-    model = sv.SVAEModel(trained.model.config._replace(full_covariance=True), trained.model.stats, trained.model.params)
+    model = dataclasses.replace(trained.model, config=dataclasses.replace(trained.model.config, full_covariance=True))
     chi2 = sv.anomaly_score(model, real, g, kind="chi2", progress=False)
-    x_hat, s = (a.astype(np.float64) for a in sv.decode(model, mu))
+    x_hat, s = (np.asarray(a, np.float64) for a in sv.decode(model, mu))
     for n in range(3):
         m = batch.mask[n]
         v = batch.cov[n][np.ix_(m, m)].astype(np.float64) + np.diag(s[n, m] ** 2)

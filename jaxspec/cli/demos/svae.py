@@ -29,7 +29,7 @@ def demo_svae(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = 
     labelled_frac, outlier_frac, test_frac = 0.3, 0.02, 0.25
     # 4x the paper's steps per epoch (batch 256, not 1024) and a cosine decay: in 40 epochs on 30,000 stars
     # this reaches a validation loss that batch 1024 with the 0.97 decay does not reach in 60
-    config = sv.SVAEConfig(batch_size=256, epochs=epochs, schedule="cosine")
+    config = sv.Config(batch_size=256, epochs=epochs, schedule="cosine")
     k_data, k_split, k_fit, k_cov = jax.random.split(jax.random.key(seed), 4)
     t0 = time.perf_counter()
     xp = mock.gaia_xp(k_data, n_stars, labelled_frac=labelled_frac, outlier_frac=outlier_frac)
@@ -56,7 +56,7 @@ def demo_svae(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = 
 
     _, cannon_data = standardised(cannon_train)
     t0 = time.perf_counter()
-    cfit = cannon.fit(cannon_data, xp.labels[cannon_train])
+    cfit = cannon.fit(cannon_data, xp.labels[cannon_train], progress=False)
     cannon_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -64,7 +64,7 @@ def demo_svae(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = 
     r_svae = sv.normalised_residuals(model, test_batch, progress=False)
     r_cannon = cannon.normalised_residuals(cfit.model, test_data, xp.labels[test])
     mu_test, _ = sv.encode(model, test_batch, progress=False)
-    _, s_svae = sv.decode(model, mu_test)  # per-star, per-coefficient scatter at the posterior mean
+    s_svae = np.asarray(sv.decode(model, mu_test)[1])  # per-star, per-coefficient scatter at the posterior mean
     s_cannon = np.asarray(cfit.model.scatter, np.float64)
     mu_all, _ = sv.encode(model, rows(np.arange(n_stars)), g, progress=False)
     score = sv.anomaly_score(model, rows(np.arange(n_stars)), g, progress=False)
@@ -125,7 +125,7 @@ def demo_svae(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = 
         "units": "coefficients / G flux, standardised per coefficient with the sVAE training mean and std",
         "svae_config": {"epochs": epochs, "batch_size": config.batch_size, "schedule": config.schedule},
         "svae_val_loss": [float(v) for v in fit.history["val_loss"]],
-        "svae_best_epoch": fit.best_epoch,
+        "svae_best_epoch": fit.aux["best_epoch"],
         "cannon_converged": bool(cfit.converged),
         "residuals": {"svae": summary(r_svae), "cannon": summary(r_cannon)},
         "residuals_by_label": by_label,
@@ -161,7 +161,7 @@ def demo_svae(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = 
         f"CEMP-like outliers); sVAE trained on {train.size} (all but the held-out labelled), the Cannon on "
         f"{cannon_train.size} labelled; {test.size} held-out labelled stars scored",
         f"mock {mock_s:.1f} s; sVAE {epochs} epochs {svae_s:.1f} s (best validation loss "
-        f"{min(report['svae_val_loss']):.3f}, epoch {fit.best_epoch}); Cannon {cannon_s:.1f} s (converged "
+        f"{min(report['svae_val_loss']):.3f}, epoch {fit.aux['best_epoch']}); Cannon {cannon_s:.1f} s (converged "
         f"{cfit.converged}); evaluation {eval_s:.1f} s; coverage {coverage_s:.1f} s  [wall, incl. compile]",
         f"units: {report['units']}",
         "normalised residuals of the held-out labelled stars (all 110 coefficients):",

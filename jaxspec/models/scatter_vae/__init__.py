@@ -45,12 +45,12 @@ Simplifications and additions
 """
 
 from jaxspec.metrics import roc_auc
-from jaxspec.models.scatter_vae._data import SVAEBatch, SVAEStats, preprocess
+from jaxspec.models._common import FitResult
+from jaxspec.models.scatter_vae._data import Batch, Stats, preprocess
 from jaxspec.models.scatter_vae._eval import LatentCoverage, ResidualStats, latent_coverage, residual_stats
 from jaxspec.models.scatter_vae._model import (
+    Model,
     Reconstruction,
-    SVAEFit,
-    SVAEModel,
     anomaly_score,
     decode,
     encode,
@@ -59,18 +59,18 @@ from jaxspec.models.scatter_vae._model import (
     reconstruct,
     sample,
 )
-from jaxspec.models.scatter_vae._net import SVAEConfig, SVAEParams, batch_loss, init_params, make_optimizer
+from jaxspec.models.scatter_vae._net import Config, Params, batch_loss, init_params, make_optimizer
 
 __all__ = [
+    "Batch",
+    "Config",
+    "FitResult",
     "LatentCoverage",
+    "Model",
+    "Params",
     "Reconstruction",
     "ResidualStats",
-    "SVAEBatch",
-    "SVAEConfig",
-    "SVAEFit",
-    "SVAEModel",
-    "SVAEParams",
-    "SVAEStats",
+    "Stats",
     "anomaly_score",
     "batch_loss",
     "decode",

@@ -27,14 +27,14 @@ N_COEFF = 110  # 55 BP + 55 RP Hermite coefficients
 
 
 @io.register("svae.Stats")
-class SVAEStats(NamedTuple):
+class Stats(NamedTuple):
     """Standardisation of the G-flux-normalised coefficients: ``center`` and ``scale``, float64 ``(110,)``."""
 
     center: np.ndarray
     scale: np.ndarray
 
 
-class SVAEBatch(NamedTuple):
+class Batch(NamedTuple):
     """Standardised scatter-VAE input (host arrays, leading axis ``n`` stars).
 
     Attributes
@@ -117,11 +117,9 @@ def _g_flux(data, g_flux, n: int) -> np.ndarray:
     return g
 
 
-def _check_stats(stats) -> SVAEStats:
-    if not isinstance(stats, SVAEStats):
-        raise TypeError(
-            f"stats: expected SVAEStats (from preprocess on the training set), found {type(stats).__name__}"
-        )
+def _check_stats(stats) -> Stats:
+    if not isinstance(stats, Stats):
+        raise TypeError(f"stats: expected Stats (from preprocess on the training set), found {type(stats).__name__}")
     for name, v in zip(stats._fields, stats, strict=True):
         v = np.asarray(v)
         if v.shape != (N_COEFF,) or not np.all(np.isfinite(v)) or (name == "scale" and not np.all(v > 0)):
@@ -129,7 +127,7 @@ def _check_stats(stats) -> SVAEStats:
     return stats
 
 
-def fit_stats(y: np.ndarray, mask: np.ndarray) -> SVAEStats:
+def fit_stats(y: np.ndarray, mask: np.ndarray) -> Stats:
     """Mean and standard deviation per coefficient over the used entries of ``y`` ``(n, 110)``."""
     count = mask.sum(axis=0)
     safe = np.where(mask, y, 0.0)
@@ -137,7 +135,7 @@ def fit_stats(y: np.ndarray, mask: np.ndarray) -> SVAEStats:
     var = np.where(mask, (safe - center) ** 2, 0.0).sum(axis=0) / np.maximum(count, 1)
     scale = np.sqrt(var)
     ok = (count > 0) & (scale > 1e-12 * max(float(np.max(scale, initial=0.0)), 1e-300))
-    return SVAEStats(np.where(count > 0, center, 0.0), np.where(ok, scale, 1.0))
+    return Stats(np.where(count > 0, center, 0.0), np.where(ok, scale, 1.0))
 
 
 def _covariance_source(data, covariance, n: int):
@@ -158,7 +156,7 @@ def _covariance_source(data, covariance, n: int):
     return lambda sl: cov[sl]
 
 
-def check_batch(batch: SVAEBatch, name: str = "data") -> SVAEBatch:
+def check_batch(batch: Batch, name: str = "data") -> Batch:
     """A preprocessed batch checked: shapes ``(n, 110)`` (``cov`` ``(n, 110, 110)``), finite, ``sigma > 0``.
 
     Read 4096 stars at a time, so memmapped leaves are checked without loading them whole.
@@ -185,9 +183,9 @@ def preprocess(
     data,
     g_flux=None,
     *,
-    stats: SVAEStats | None = None,
+    stats: Stats | None = None,
     covariance=False,
-) -> tuple[SVAEBatch, SVAEStats]:
+) -> tuple[Batch, Stats]:
     r"""Normalise XP coefficients by the G flux and standardise them (module equations).
 
     Parameters
@@ -199,7 +197,7 @@ def preprocess(
     g_flux : array ``(n,)``, optional
         ``phot_g_mean_flux`` in e-/s; default ``data.phot_g_mean_flux``.
         Must be finite and > 0 (``ValueError`` otherwise).
-    stats : SVAEStats, optional
+    stats : Stats, optional
         Training-set standardisation; None computes it from ``data`` (the
         training set): each used coefficient then has mean 0 and standard
         deviation 1 over the stars.
@@ -211,9 +209,9 @@ def preprocess(
 
     Returns
     -------
-    batch : SVAEBatch
+    batch : Batch
         ``x``, ``sigma`` (default float dtype), ``mask`` and ``cov`` (or None).
-    stats : SVAEStats
+    stats : Stats
         ``stats`` as given, or computed.
 
     Examples
@@ -252,4 +250,4 @@ def preprocess(
             both = mask[sl, :, None] & mask[sl, None, :]
             c = np.where(both, np.asarray(source(sl), np.float64), 0.0)
             cov[sl] = np.where(np.isfinite(c), c, 0.0) * (d[:, :, None] * d[:, None, :])  # exactly symmetric
-    return SVAEBatch(x, sigma, mask, cov), stats
+    return Batch(x, sigma, mask, cov), stats

@@ -9,16 +9,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxspec import io
+from jaxspec.data._checks import check_key
 from jaxspec.data.containers import default_float
-from jaxspec.models.scatter_vae._data import SVAEBatch, SVAEStats, _g_flux, check_batch, preprocess
+from jaxspec.models._common import CHUNK_SIZE, FitResult, check_last_axis, model_dataclass, on_device, static
+from jaxspec.models.scatter_vae._data import Batch, Stats, _g_flux, check_batch, preprocess
 from jaxspec.models.scatter_vae._net import (
-    SVAEConfig,
-    SVAEParams,
+    Config,
+    Params,
     batch_loss,
-    check_config,
     decode_star,
     encode_star,
     fit_terms,
@@ -28,36 +28,49 @@ from jaxspec.models.scatter_vae._net import (
     make_optimizer,
 )
 from jaxspec.optim import train
+from jaxspec.optim.chunks import map_chunks
 from jaxspec.optim.train import make_train_step, make_validation
+
+__all__ = [
+    "Model",
+    "Reconstruction",
+    "anomaly_score",
+    "decode",
+    "encode",
+    "fit",
+    "normalised_residuals",
+    "reconstruct",
+    "sample",
+]
 
 
 @io.register("svae.Model", family="svae")
-@dataclasses.dataclass(frozen=True)
-class SVAEModel:
-    """A trained scatter VAE (immutable; save with ``jaxspec.io.save``).
+@model_dataclass
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A trained scatter VAE (immutable; a JAX pytree; save with ``jaxspec.io.save``).
 
     Attributes
     ----------
-    config : SVAEConfig
-    stats : SVAEStats
+    params : Params
+        The three networks' weights.
+    stats : Stats
         Standardisation of the G-flux-normalised coefficients (training set).
-    params : SVAEParams
-        Weights as numpy arrays.
+    config : Config (static)
     """
 
-    config: SVAEConfig
-    stats: SVAEStats
-    params: SVAEParams
+    params: Params
+    stats: Stats
+    config: Config = static(default=Config())
 
-
-class SVAEFit(NamedTuple):
-    """Result of :func:`fit`: the ``model``, the per-epoch ``history`` (``"loss"``, ``"chi2"``, ``"penalty"``,
-    ``"kl"``, ``"grad_norm"``, ``"val_loss"``), ``converged`` (early stopping fired) and ``best_epoch``."""
-
-    model: SVAEModel
-    history: dict
-    converged: bool
-    best_epoch: int | None
+    def __post_init__(self):
+        if not isinstance(self.config, Config):
+            raise TypeError(f"config: expected an svae.Config, found {type(self.config).__name__}")
+        if not isinstance(self.params, Params) or not isinstance(self.stats, Stats):
+            raise TypeError(
+                f"svae.Model: expected Params and Stats, found {type(self.params).__name__}, "
+                f"{type(self.stats).__name__}"
+            )
 
 
 class Reconstruction(NamedTuple):
@@ -68,30 +81,28 @@ class Reconstruction(NamedTuple):
     z: np.ndarray
 
 
-def _check_model(model) -> SVAEModel:
-    if not isinstance(model, SVAEModel):
-        raise TypeError(f"model: expected an SVAEModel (from scatter_vae.fit or io.load), found {type(model).__name__}")
-    return dataclasses.replace(model, config=check_config(model.config))  # hidden as a tuple: a static jit argument
+def _check_model(model) -> Model:
+    if not isinstance(model, Model):
+        raise TypeError(f"model: expected an svae.Model (from fit or io.load), found {type(model).__name__}")
+    return model
 
 
-def _device_params(model: SVAEModel) -> SVAEParams:
+def _device_params(model: Model) -> Params:
     return jax.tree_util.tree_map(jnp.asarray, model.params)
 
 
 # -- training -------------------------------------------------------------------------------------
 
 
-def _split(batch: SVAEBatch, validation_frac: float, key, shuffle: bool):
+def _split(batch: Batch, validation_frac: float, key, shuffle: bool):
     n = batch.x.shape[0]
-    if not 0 <= validation_frac < 1:
-        raise ValueError(f"validation_frac: expected a value in [0, 1), found {validation_frac!r}")
     n_val = min(max(round(validation_frac * n), 1 if validation_frac > 0 else 0), n - 1)
     if shuffle:
         order = np.asarray(jax.random.permutation(key, n))
-        batch = SVAEBatch(*(None if a is None else a[order] for a in batch))
+        batch = Batch(*(None if a is None else a[order] for a in batch))
     cut = n - n_val
-    head = SVAEBatch(*(None if a is None else a[:cut] for a in batch))
-    tail = SVAEBatch(*(None if a is None else a[cut:] for a in batch)) if n_val else None
+    head = Batch(*(None if a is None else a[:cut] for a in batch))
+    tail = Batch(*(None if a is None else a[cut:] for a in batch)) if n_val else None
     return head, tail
 
 
@@ -99,33 +110,28 @@ def fit(
     data,
     *,
     key: jax.Array,
-    config: SVAEConfig = SVAEConfig(),  # noqa: B008
+    config: Config = Config(),  # noqa: B008 - a frozen dataclass
     g_flux=None,
-    stats: SVAEStats | None = None,
-    validation_frac: float = 0.1,
+    stats: Stats | None = None,
     mesh=None,
     progress: bool = True,
-) -> SVAEFit:
+) -> FitResult:
     r"""Train a scatter VAE (module equation) with SGD + momentum on minibatches.
 
     Parameters
     ----------
-    data : XPSpectra, MockXP, tuple ``(coefficients, errors)`` or SVAEBatch
+    data : XPSpectra, MockXP, tuple ``(coefficients, errors)`` or Batch
         Training stars, coefficients and errors in e-/s.  An already
-        standardised :class:`SVAEBatch` (e.g. of ``numpy.memmap`` leaves, filled
+        standardised :class:`Batch` (e.g. of ``numpy.memmap`` leaves, filled
         chunk by chunk with :func:`preprocess`) streams from the host; it
         needs ``stats`` and is split in order (validation = its last rows).
     key : jax.random key
         Validation split, initial weights, minibatch order, reparametrisation draws.
-    config : SVAEConfig
+    config : Config
     g_flux : array ``(n,)``, optional
         ``phot_g_mean_flux`` in e-/s if ``data`` lacks it.
-    stats : SVAEStats, optional
-        Only with an SVAEBatch; otherwise computed from ``data``.
-    validation_frac : float in [0, 1)
-        Stars held out (at random) for ``history["val_loss"]`` (mean loss,
-        fixed draws); the returned weights are those of the best validation
-        epoch.  0: no validation, last epoch's weights.
+    stats : Stats, optional
+        Only with a Batch; otherwise computed from ``data``.
     mesh : jax.sharding.Mesh, optional
         Data parallelism over ``"data"`` (:func:`jaxspec.optim.sharding.data_mesh`);
         the batch size is rounded down to a multiple of the device count.
@@ -133,23 +139,31 @@ def fit(
 
     Returns
     -------
-    SVAEFit
+    FitResult
+        ``model``; ``history`` one row per epoch (``"loss"``, ``"chi2"``,
+        ``"penalty"``, ``"kl"``, ``"grad_norm"``, ``"val_loss"`` with
+        validation; ``config.validation_frac`` of the stars, mean loss at fixed
+        draws); ``converged``: early stopping fired (``config.patience``
+        epochs without a lower validation loss); ``aux["best_epoch"]``: the
+        epoch whose weights the model keeps (None without validation).
     """
-    config = check_config(config)
-    if isinstance(data, SVAEBatch):
+    if not isinstance(config, Config):
+        raise TypeError(f"config: expected an svae.Config, found {type(config).__name__}")
+    check_key(key)
+    if isinstance(data, Batch):
         if stats is None:
-            raise ValueError("stats: expected the SVAEStats of a preprocessed SVAEBatch, found None")
+            raise ValueError("stats: expected the Stats of a preprocessed Batch, found None")
         batch, shuffle = check_batch(data), False
     else:
         if stats is not None:
-            raise ValueError("stats: only for an SVAEBatch; for raw data fit computes them")
+            raise ValueError("stats: only for a Batch; for raw data fit computes them")
         batch, stats = preprocess(data, g_flux, covariance=config.full_covariance)
         shuffle = True
     if config.full_covariance and batch.cov is None:
-        raise ValueError("data: config.full_covariance needs an SVAEBatch with cov (preprocess(..., covariance=True))")
+        raise ValueError("data: config.full_covariance needs a Batch with cov (preprocess(..., covariance=True))")
     if batch.x.shape[0] < 2:
         raise ValueError(f"data: expected at least 2 stars, found {batch.x.shape[0]}")
-    train_set, val_set = _split(batch, validation_frac, jax.random.fold_in(key, 0), shuffle)
+    train_set, val_set = _split(batch, config.validation_frac, jax.random.fold_in(key, 0), shuffle)
     n_train = train_set.x.shape[0]
     size = 1 if mesh is None else mesh.devices.size
     batch_size = min(int(config.batch_size), n_train)
@@ -178,15 +192,15 @@ def fit(
         progress=progress,
     )
     best = result.params if result.best_params is None else result.best_params
-    model = SVAEModel(config, stats, jax.tree_util.tree_map(np.asarray, best))
-    return SVAEFit(model, result.history, result.converged, result.best_epoch)
+    model = on_device(Model(best, Stats(*(np.asarray(a) for a in stats)), config))
+    return FitResult(model, result.history, bool(result.converged), {"best_epoch": result.best_epoch})
 
 
 # -- evaluation -----------------------------------------------------------------------------------
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _posterior(config: SVAEConfig, params: SVAEParams, batch: SVAEBatch) -> dict:
+def _posterior(config: Config, params: Params, batch: Batch) -> dict:
     """Per star at :math:`z = \\mu`: latents, reconstruction, scatter and the fit terms."""
     gd = graphdefs(config, batch.x.dtype)
 
@@ -209,39 +223,31 @@ def _posterior(config: SVAEConfig, params: SVAEParams, batch: SVAEBatch) -> dict
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _encoded(config: SVAEConfig, params: SVAEParams, batch: SVAEBatch) -> dict:
+def _encoded(config: Config, params: Params, batch: Batch) -> dict:
     """Per star: the encoder's posterior only (what :func:`encode` returns; no decoding)."""
     gd = graphdefs(config, batch.x.dtype)
     mu, logvar = jax.vmap(lambda x: encode_star(gd, params, x))(batch.x)
     return {"mu": mu, "logvar": logvar}
 
 
-def _chunk_size(chunk_size) -> int:
-    if not isinstance(chunk_size, int | np.integer) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive int, found {chunk_size!r}")
-    return int(chunk_size)
-
-
-def _evaluate(model: SVAEModel, batch: SVAEBatch, chunk_size: int, progress: bool, desc: str, fn=None) -> dict:
-    """``fn`` (default :func:`_posterior`) over fixed-size chunks (the last one padded by repeating its last star)."""
+def _evaluate(model: Model, batch: Batch, chunk_size: int, progress: bool, desc: str, fn=None) -> dict:
+    """``fn`` (default :func:`_posterior`) over fixed-size chunks, each result copied to the host at once."""
     fn = _posterior if fn is None else fn
-    chunk_size = _chunk_size(chunk_size)
-    params, n = _device_params(model), batch.x.shape[0]
-    parts = []
-    for start in tqdm(range(0, n, chunk_size), desc=desc, unit="chunk", disable=not progress):
-        stop = min(start + chunk_size, n)
-        idx = np.minimum(np.arange(start, start + chunk_size), stop - 1)
-        chunk = SVAEBatch(*(None if a is None else np.asarray(a[idx]) for a in batch))
-        out = jax.device_get(fn(model.config, params, chunk))
-        parts.append({k: v[: stop - start] for k, v in out.items()})
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return map_chunks(
+        lambda chunk: fn(model.config, _device_params(model), chunk),
+        batch,
+        chunk_size=chunk_size,
+        to_host=True,
+        progress=progress,
+        desc=desc,
+    )
 
 
-def encode(model: SVAEModel, data, g_flux=None, *, chunk_size: int = 8192, progress: bool = True):
+def encode(model: Model, data, g_flux=None, *, chunk_size: int = CHUNK_SIZE, progress: bool = True):
     r"""Posterior :math:`q(z|x)` of each star: ``(mu, logvar)``, each ``(n, n_z)`` numpy.
 
     ``data`` and ``g_flux`` as in :func:`preprocess` (standardised with the
-    model's stats), or an :class:`SVAEBatch`.  Stars go through in chunks of
+    model's stats), or a :class:`Batch`.  Stars go through in chunks of
     ``chunk_size`` (the last padded, so one compilation serves all).
     """
     model = _check_model(model)
@@ -250,32 +256,27 @@ def encode(model: SVAEModel, data, g_flux=None, *, chunk_size: int = 8192, progr
     return out["mu"], out["logvar"]
 
 
-def _batch(model: SVAEModel, data, g_flux, *, covariance: bool) -> SVAEBatch:
-    if isinstance(data, SVAEBatch):
+def _batch(model: Model, data, g_flux, *, covariance: bool) -> Batch:
+    if isinstance(data, Batch):
         check_batch(data)
         if covariance and data.cov is None:
-            raise ValueError("data: this full-covariance model needs an SVAEBatch with cov")
+            raise ValueError("data: this full-covariance model needs a Batch with cov")
         return data if covariance else data._replace(cov=None)
     return preprocess(data, g_flux, stats=model.stats, covariance=covariance)[0]
 
 
-def decode(model: SVAEModel, z) -> tuple[np.ndarray, np.ndarray]:
-    r"""Decoded mean :math:`\hat x` and scatter :math:`s`, each ``(n, 110)`` standardised, of ``z`` ``(n, n_z)``."""
+def decode(model: Model, z) -> tuple[jax.Array, jax.Array]:
+    r"""The sVAE's forward model: mean :math:`\hat x` and scatter :math:`s`, each ``(..., 110)`` standardised.
+
+    ``z`` ``(..., n_z)``, any leading batch axes.  A pure function of the model
+    pytree: ``jax.jit``, ``jax.vmap`` and ``jax.grad`` go through it.
+    """
     model = _check_model(model)
-    z = np.asarray(z, default_float())
-    if z.ndim != 2 or z.shape[1] != model.config.latent_dim or not np.all(np.isfinite(z)):
-        raise ValueError(f"z: expected finite values of shape (n, {model.config.latent_dim}), found {z.shape}")
-    x_hat, s = _decode(model.config, _device_params(model), jnp.asarray(z))
-    return np.asarray(x_hat), np.asarray(s)
+    z = jnp.asarray(check_last_axis(z, model.config.latent_dim, "z"), default_float())
+    return decode_star(graphdefs(model.config, z.dtype), _device_params(model), z)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _decode(config: SVAEConfig, params: SVAEParams, z):
-    gd = graphdefs(config, z.dtype)
-    return jax.vmap(lambda zi: decode_star(gd, params, zi))(z)
-
-
-def reconstruct(model: SVAEModel, data, g_flux=None, *, chunk_size: int = 1024, progress: bool = True):
+def reconstruct(model: Model, data, g_flux=None, *, chunk_size: int = CHUNK_SIZE, progress: bool = True):
     r"""Posterior-mean reconstruction in e-/s: :math:`(g (d \hat x + c),\ g d s)` at :math:`z = \mu`.
 
     Returns
@@ -292,7 +293,7 @@ def reconstruct(model: SVAEModel, data, g_flux=None, *, chunk_size: int = 1024, 
     return Reconstruction(coef, g * out["scatter"].astype(np.float64) * scale, out["mu"])
 
 
-def sample(model: SVAEModel, key: jax.Array, n: int) -> Reconstruction:
+def sample(model: Model, key: jax.Array, n: int) -> Reconstruction:
     r"""``n`` spectra from the prior :math:`z \sim \mathcal{N}(0, I)`, in G-flux-normalised units.
 
     ``coefficients`` is the decoded mean :math:`d \hat x + c` and ``scatter``
@@ -302,14 +303,15 @@ def sample(model: SVAEModel, key: jax.Array, n: int) -> Reconstruction:
     model = _check_model(model)
     if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n: expected a positive int, found {n!r}")
+    check_key(key)
     z = np.asarray(jax.random.normal(key, (int(n), model.config.latent_dim), default_float()))
-    x_hat, s = decode(model, z)
+    x_hat, s = (np.asarray(a) for a in decode(model, z))
     center, scale = np.asarray(model.stats.center), np.asarray(model.stats.scale)
     return Reconstruction(x_hat.astype(np.float64) * scale + center, s.astype(np.float64) * scale, z)
 
 
 def anomaly_score(
-    model: SVAEModel, data, g_flux=None, *, kind: str = "elbo", chunk_size: int = 1024, progress: bool = True
+    model: Model, data, g_flux=None, *, kind: str = "elbo", chunk_size: int = CHUNK_SIZE, progress: bool = True
 ) -> np.ndarray:
     r"""Per-star outlier score ``(n,)`` at the posterior mean :math:`z = \mu`; large = unusual.
 
@@ -337,7 +339,7 @@ def anomaly_score(
 
 
 def normalised_residuals(
-    model: SVAEModel, data, g_flux=None, *, chunk_size: int = 1024, progress: bool = True
+    model: Model, data, g_flux=None, *, chunk_size: int = CHUNK_SIZE, progress: bool = True
 ) -> np.ndarray:
     r""":math:`(x - \hat x) / \sqrt{\sigma_x^2 + s^2}` ``(n, 110)`` at :math:`z = \mu`; NaN where masked.
 

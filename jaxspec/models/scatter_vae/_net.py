@@ -23,6 +23,7 @@ on the used block (Cholesky per star, :math:`O(N^3/3)` flops and
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from typing import NamedTuple
@@ -34,15 +35,17 @@ import optax
 from flax import nnx
 
 from jaxspec import io
+from jaxspec.data._checks import check_choice, check_float, check_int
 from jaxspec.data.containers import default_float
-from jaxspec.models.scatter_vae._data import N_COEFF, SVAEBatch
+from jaxspec.models.scatter_vae._data import N_COEFF, Batch
 
 SCHEDULES = ("exponential", "cosine", "constant")
 _JITTER_EPS = 8.0  # diagonal jitter of the unit-diagonal full covariance, in machine epsilons (1e-6 in float32)
 
 
 @io.register("svae.Config")
-class SVAEConfig(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Config:
     r"""Scatter-VAE sizes and training settings (defaults: Laroche & Speagle 2023).
 
     Attributes
@@ -73,6 +76,10 @@ class SVAEConfig(NamedTuple):
         in the paper: a guard against the divergence that plain SGD at
         ``lr = 0.1`` with momentum 0.9 meets with other widths or data; in
         normal training the norm is ~0.01-1 and the clip never acts).  None: off.
+    validation_frac : float in [0, 1)
+        Stars held out (at random) for ``history["val_loss"]``; the model keeps
+        the weights of the best validation epoch.  0: no validation, the last
+        epoch's weights.
     """
 
     hidden: tuple = (80, 50, 30)
@@ -86,46 +93,42 @@ class SVAEConfig(NamedTuple):
     full_covariance: bool = False
     patience: int | None = None
     clip_norm: float | None = 10.0
+    validation_frac: float = 0.1
+
+    def __post_init__(self):
+        h = self.hidden
+        if not (isinstance(h, tuple | list) and len(h) > 0):
+            raise ValueError(f"config.hidden: expected a non-empty tuple of positive ints, found {h!r}")
+        for i, width in enumerate(h):
+            check_int(width, f"config.hidden[{i}]", minimum=1)
+        object.__setattr__(self, "hidden", tuple(int(w) for w in h))
+        check_int(self.latent_dim, "config.latent_dim", minimum=1)
+        check_int(self.batch_size, "config.batch_size", minimum=1)
+        check_int(self.epochs, "config.epochs", minimum=0)
+        check_float(self.learning_rate, "config.learning_rate", low=0.0, open_low=True)
+        check_float(self.momentum, "config.momentum", low=0.0)
+        if not self.momentum < 1:
+            raise ValueError(f"config.momentum: expected a value in [0, 1), found {self.momentum!r}")
+        check_choice(self.schedule, "config.schedule", SCHEDULES)
+        check_float(self.decay_rate, "config.decay_rate", low=0.0, high=1.0, open_low=True)
+        if not isinstance(self.full_covariance, bool):
+            raise TypeError(f"config.full_covariance: expected a bool, found {self.full_covariance!r}")
+        if self.patience is not None:
+            check_int(self.patience, "config.patience", minimum=1)
+        if self.clip_norm is not None:
+            check_float(self.clip_norm, "config.clip_norm", low=0.0, open_low=True)
+        check_float(self.validation_frac, "config.validation_frac", low=0.0)
+        if not self.validation_frac < 1:
+            raise ValueError(f"config.validation_frac: expected a value in [0, 1), found {self.validation_frac!r}")
 
 
 @io.register("svae.Params")
-class SVAEParams(NamedTuple):
+class Params(NamedTuple):
     """Network weights, each the NNX state of one MLP as a nested dict (``{"layer_0": {"kernel", "bias"}, ...}``)."""
 
     encoder: dict
     decoder: dict
     scatter: dict
-
-
-def _positive_int(v) -> bool:
-    return isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1
-
-
-def check_config(config) -> SVAEConfig:
-    """``config`` checked field by field (``ValueError``/``TypeError`` naming the field)."""
-    if not isinstance(config, SVAEConfig):
-        raise TypeError(f"config: expected an SVAEConfig, found {type(config).__name__}")
-    h = config.hidden
-    if not (isinstance(h, tuple | list) and len(h) > 0 and all(_positive_int(w) for w in h)):
-        raise ValueError(f"config.hidden: expected a non-empty tuple of positive ints, found {h!r}")
-    for name in ("latent_dim", "batch_size"):
-        if not _positive_int(getattr(config, name)):
-            raise ValueError(f"config.{name}: expected a positive int, found {getattr(config, name)!r}")
-    if not (isinstance(config.epochs, int | np.integer) and config.epochs >= 0):
-        raise ValueError(f"config.epochs: expected an int >= 0, found {config.epochs!r}")
-    if not (np.isfinite(config.learning_rate) and config.learning_rate > 0):
-        raise ValueError(f"config.learning_rate: expected a finite value > 0, found {config.learning_rate!r}")
-    if not 0 <= config.momentum < 1:
-        raise ValueError(f"config.momentum: expected a value in [0, 1), found {config.momentum!r}")
-    if config.schedule not in SCHEDULES:
-        raise ValueError(f"config.schedule: expected one of {SCHEDULES}, found {config.schedule!r}")
-    if not 0 < config.decay_rate <= 1:
-        raise ValueError(f"config.decay_rate: expected a value in (0, 1], found {config.decay_rate!r}")
-    if config.patience is not None and not _positive_int(config.patience):
-        raise ValueError(f"config.patience: expected None or a positive int, found {config.patience!r}")
-    if config.clip_norm is not None and not (np.isfinite(config.clip_norm) and config.clip_norm > 0):
-        raise ValueError(f"config.clip_norm: expected None or a finite value > 0, found {config.clip_norm!r}")
-    return config._replace(hidden=tuple(int(w) for w in h))
 
 
 _SQRT_HALF = float(np.sqrt(0.5))
@@ -157,7 +160,7 @@ class _MLP(nnx.Module):
         return x
 
 
-def _sizes(config: SVAEConfig) -> dict[str, tuple]:
+def _sizes(config: Config) -> dict[str, tuple]:
     h = tuple(config.hidden)
     dec = (config.latent_dim, *h[::-1], N_COEFF)
     return {"encoder": (N_COEFF, *h, 2 * config.latent_dim), "decoder": dec, "scatter": dec}
@@ -166,43 +169,41 @@ def _sizes(config: SVAEConfig) -> dict[str, tuple]:
 @functools.lru_cache(maxsize=32)
 def _graphdefs(hidden: tuple, latent_dim: int, dtype: str) -> dict:
     """NNX graph definitions per network (shape-only construction; equal for equal sizes)."""
-    sizes = _sizes(SVAEConfig(hidden=hidden, latent_dim=latent_dim))
+    sizes = _sizes(Config(hidden=hidden, latent_dim=latent_dim))
     build = lambda s: nnx.split(nnx.eval_shape(lambda: _MLP(s, dtype=dtype, rngs=nnx.Rngs(0))))[0]  # noqa: E731
     return {name: build(s) for name, s in sizes.items()}
 
 
-def graphdefs(config: SVAEConfig, dtype=None) -> dict:
+def graphdefs(config: Config, dtype=None) -> dict:
     """The graph definitions of ``config``'s three networks (default float dtype)."""
     dtype = np.dtype(default_float() if dtype is None else dtype).name
     return _graphdefs(tuple(int(w) for w in config.hidden), int(config.latent_dim), dtype)
 
 
-def init_params(key: jax.Array, config: SVAEConfig = SVAEConfig()) -> SVAEParams:  # noqa: B008
+def init_params(key: jax.Array, config: Config = Config()) -> Params:
     """Initial weights (NNX defaults: LeCun-normal kernels, zero biases), default float dtype.
 
     Parameters
     ----------
     key : jax.random key
         Encoder, decoder and scatter decoder get ``fold_in(key, 0/1/2)``.
-    config : SVAEConfig
+    config : Config
 
     Returns
     -------
-    SVAEParams
+    Params
         Kernels ``(n_in, n_out)`` and biases ``(n_out,)`` per layer.
     """
-    config = check_config(config)
     dtype = np.dtype(default_float()).name
     nets = {}
     for i, (name, sizes) in enumerate(_sizes(config).items()):
         net = _MLP(sizes, dtype=dtype, rngs=nnx.Rngs(params=jax.random.fold_in(key, i)))
         nets[name] = jax.tree_util.tree_map(jnp.asarray, nnx.to_pure_dict(nnx.split(net)[1]))
-    return SVAEParams(**nets)
+    return Params(**nets)
 
 
-def make_optimizer(config: SVAEConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+def make_optimizer(config: Config, steps_per_epoch: int) -> optax.GradientTransformation:
     """SGD with momentum, the configured learning-rate decay (``steps_per_epoch`` sets its time unit) and clip."""
-    config = check_config(config)
     lr0, steps = float(config.learning_rate), max(int(steps_per_epoch), 1)
     if config.schedule == "exponential":
         lr = optax.exponential_decay(lr0, transition_steps=steps, decay_rate=float(config.decay_rate))
@@ -219,14 +220,14 @@ def make_optimizer(config: SVAEConfig, steps_per_epoch: int) -> optax.GradientTr
 # -- the model for one star -----------------------------------------------------------------------
 
 
-def encode_star(gd: dict, params: SVAEParams, x):
+def encode_star(gd: dict, params: Params, x):
     """:math:`(\\mu, \\log\\sigma^2)`, each ``(n_z,)``, of standardised coefficients ``x`` ``(110,)``."""
     out = nnx.merge(gd["encoder"], params.encoder)(x)
     mu, logvar = jnp.split(out, 2, axis=-1)
     return mu, logvar
 
 
-def decode_star(gd: dict, params: SVAEParams, z):
+def decode_star(gd: dict, params: Params, z):
     """:math:`(\\hat x, s)`, each ``(110,)`` standardised, of a latent ``z`` ``(n_z,)``; :math:`s > 0` (softplus)."""
     x_hat = nnx.merge(gd["decoder"], params.decoder)(z)
     s = jax.nn.softplus(nnx.merge(gd["scatter"], params.scatter)(z))
@@ -260,7 +261,7 @@ def kl_term(mu, logvar):
     return 0.5 * jnp.mean(jnp.square(mu) + jnp.exp(logvar) - 1.0 - logvar)
 
 
-def star_loss(gd: dict, params: SVAEParams, star: SVAEBatch, eps):
+def star_loss(gd: dict, params: Params, star: Batch, eps):
     """One star's loss (module equation) for the draw ``eps`` ``(n_z,)``; returns ``(loss, chi2, penalty, kl)``."""
     mu, logvar = encode_star(gd, params, star.x)
     z = mu + jnp.exp(0.5 * logvar) * eps
@@ -271,20 +272,19 @@ def star_loss(gd: dict, params: SVAEParams, star: SVAEBatch, eps):
     return chi2 + penalty + kl, chi2, penalty, kl
 
 
-def batch_loss(config: SVAEConfig = SVAEConfig()):  # noqa: B008
+def batch_loss(config: Config = Config()):
     r"""The mean loss of a batch, ``loss_fn(params, batch, key) -> (loss, metrics)``, for ``make_train_step``.
 
-    ``batch`` is an :class:`SVAEBatch` (``x``, ``sigma``, ``mask`` ``(B, 110)``;
+    ``batch`` is an :class:`Batch` (``x``, ``sigma``, ``mask`` ``(B, 110)``;
     ``cov`` ``(B, 110, 110)`` when ``config.full_covariance``).  The draws are
     ``eps = jax.random.normal(key, (B, n_z), x.dtype)``, row ``n`` for star ``n``.
     ``loss`` is the mean over stars of the module's per-star loss; ``metrics``
     the means of its ``"chi2"``, ``"penalty"`` and ``"kl"`` terms.
     """
-    config = check_config(config)
 
     def loss_fn(params, batch, key):
-        if not isinstance(batch, SVAEBatch):
-            batch = SVAEBatch(*batch)
+        if not isinstance(batch, Batch):
+            batch = Batch(*batch)
         if config.full_covariance and batch.cov is None:
             raise ValueError(
                 "batch.cov: config.full_covariance needs the covariance (preprocess(..., covariance=True))"
