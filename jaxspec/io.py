@@ -75,6 +75,7 @@ FAMILY_CLASSES: dict[str, str] = {
     "cannon": "cannon.Model",
     "lux": "lux.Model",
     "lux_mlp": "lux.mlp.Model",
+    "ppca": "ppca.Model",
     "rsca": "rsca.Model",
     "svae": "svae.Model",
 }
