@@ -64,7 +64,7 @@ class Family:
     forward: Callable  # pure (model, x) -> arrays
     forward_input: Callable  # (model) -> x, a batch of inputs of the forward model
     verbs: Callable  # (model, spectra, second) -> list of (result, expected type)
-    fit_kwargs: Callable = lambda: {}
+    fit_kwargs: Callable = dict
 
 
 def _lux_verbs(model, spectra, labels):
