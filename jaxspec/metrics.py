@@ -20,8 +20,12 @@ __all__ = [
     "calibration",
     "mean_error",
     "reduced_chi2",
+    "robust_sigma",
     "roc_auc",
 ]
+
+#: :math:`1/\Phi^{-1}(3/4)`: the median absolute deviation of a Gaussian times this is its sigma.
+MAD_TO_SIGMA = 1.4826
 
 
 class BiasRMSE(NamedTuple):
@@ -206,6 +210,20 @@ def mean_error(ivar) -> np.ndarray:
     """
     good = (w := _ivar(ivar)) > 0
     return _column_mean(1.0 / np.sqrt(np.where(good, w, 1.0)), good)
+
+
+def robust_sigma(x, axis=None):
+    r"""The robust standard deviation :math:`1.4826\,\mathrm{median}|x - \mathrm{median}(x)|` along ``axis``.
+
+    Equal to the standard deviation for Gaussian data, and unmoved by a few outliers.
+
+    Examples
+    --------
+    >>> float(robust_sigma(np.array([-1.0, 0.0, 1.0, 100.0])))
+    1.4826
+    """
+    x = np.asarray(x, np.float64)
+    return MAD_TO_SIGMA * np.median(np.abs(x - np.median(x, axis=axis, keepdims=True)), axis=axis)
 
 
 def roc_auc(score, positive) -> float:

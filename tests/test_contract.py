@@ -6,8 +6,8 @@ config) survives ``jax.tree.map``; the family's forward model (a pure function
 of the model) gives the same numbers eagerly, under ``jax.jit`` and
 ``jax.vmap``, and ``jax.grad`` goes through it; an ``io`` round trip is exact
 (leaves bit for bit, static fields equal); the batch verbs return the shared
-result types.  The saved files of earlier versions are checked in
-``tests/test_reference_files.py``.
+result types; and the family's saved reference files of every earlier version
+load and predict what that version predicted (``tests/test_reference_files.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from jaxspec.data import mock
 from jaxspec.models import cannon, lux, ppca, rsca
 from jaxspec.models._common import FitResult, LabelPrediction, SpectraPrediction
 from tests.conftest import assert_allclose
+from tests.test_reference_files import CHECKS, versions
 
 N, N_PIX, NAMES = 80, 30, ("TEFF", "LOGG")
 WAVE = np.linspace(15100.0, 15160.0, N_PIX)
@@ -254,6 +255,7 @@ def test_io_round_trip_is_exact(fitted, tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(result.model), strict=True):
         assert np.asarray(a).dtype == np.asarray(b).dtype
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        assert isinstance(a, jax.Array) == isinstance(b, jax.Array)  # loaded onto the device as fit leaves them
 
 
 def test_batch_verbs_return_the_shared_types(fitted):
@@ -266,3 +268,10 @@ def test_batch_verbs_return_the_shared_types(fitted):
             assert np.shape(out.reduced_chi2) == (n,)
         if isinstance(out, SpectraPrediction):
             assert isinstance(out.spectra, Spectra) and np.shape(out.flagged) == (out.spectra.n_stars,)
+
+
+@pytest.mark.parametrize("family", [f.name for f in FAMILIES])
+def test_saved_reference_files_load_and_predict_identically(family):
+    assert versions(family), f"{family}: no reference file in tests/data"
+    for version in versions(family):
+        CHECKS[family](version)

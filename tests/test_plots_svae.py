@@ -26,9 +26,18 @@ def _close():
     plt.close("all")
 
 
-def test_exported_from_plots():
-    assert plots.plot_residuals_vs_labels is plot_residuals_vs_labels
-    assert plots.plot_latent_projections is plot_latent_projections
+def test_binned_median_line_is_the_median_of_each_label_bin():
+    """The drawn median line of the sVAE row: at each bin centre, the median of the pooled residuals in that bin."""
+    teff = np.asarray(LABELS.values[:, 0], np.float64)
+    r = RNG.normal(size=(N, 3)) + (teff[:, None] - 5000.0) / 500.0  # a planted trend with Teff
+    fig = plots.plot_residuals_vs_labels(LABELS, r, bins=4)
+    line = next(ln for ln in fig.axes[0].lines if ln.get_label() == "median, 16-84%")
+    edges = np.linspace(teff.min(), teff.max(), 5)
+    which = np.clip(np.searchsorted(edges, teff, side="right") - 1, 0, 3)
+    want = [np.median(r[which == b]) for b in range(4)]
+    np.testing.assert_allclose(line.get_xdata(), 0.5 * (edges[1:] + edges[:-1]))
+    np.testing.assert_allclose(line.get_ydata(), want)
+    assert np.all(np.diff(line.get_ydata()) > 0)  # the planted trend
 
 
 def test_residuals_three_rows_one_column_per_label():

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from jaxspec.data._checks import check_key
 from jaxspec.optim import _checkpoint
 
 
@@ -75,7 +76,7 @@ def _n_rows(data, name: str) -> int:
 
 def _take(tree, idx):
     """Rows ``idx`` (a slice or integer array) of every leaf: on device for jax leaves, else on the host
-    (``np.take`` gathers rows about 1.5x faster than fancy indexing)."""
+    (with ``np.take``, which gathers rows faster than fancy indexing; benchmarks/RESULTS.md)."""
 
     def one(x):
         if isinstance(x, jax.Array):
@@ -126,8 +127,8 @@ def _keyed(step: Callable) -> Callable:
     """``step`` taking ``(root, s)`` and folding the step key in inside the compiled call.
 
     An eager ``fold_in`` per step is a computation of its own that queues behind the
-    running step, so the host could not gather the next batch meanwhile: 6.3 against
-    4.8 ms per scatter-VAE step on 2 CPU cores (``bench_svae.py --all-variants``).
+    running step, so the host could not gather the next batch meanwhile (the sVAE
+    loop variants of benchmarks/RESULTS.md).
     """
 
     def keyed(params, opt_state, batch, root, s):
@@ -242,8 +243,8 @@ def train_loop(
         together): the per-step dispatch and gather overhead is paid once per call, which
         can matter where a call costs more than the step (small networks on a GPU).  The
         same batches and step keys as one step per call (results equal to rounding).
-        Only for a step without a mesh.  On 2 CPU cores it did not pay for the scatter
-        VAE: 3.66 s per epoch at 16 against 2.52 s at 1 (``benchmarks/bench_svae.py``).
+        Only for a step without a mesh.  Whether it pays depends on the step and the
+        device (for the scatter VAE on a CPU it did not; benchmarks/RESULTS.md).
     progress : bool
         ``tqdm`` bar over epochs with the losses.
 
@@ -269,10 +270,7 @@ def train_loop(
     if checkpoint is not None and (not isinstance(checkpoint, Checkpoint) or checkpoint.every < 1):
         raise TypeError(f"checkpoint: expected Checkpoint(path, every >= 1), found {checkpoint!r}")
 
-    if not isinstance(key, jax.Array) or not (
-        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) or key.shape == (2,)
-    ):
-        raise TypeError(f"key: expected a jax.random key (jax.random.key or PRNGKey), found {key!r}")
+    check_key(key)
     if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int | np.integer) or steps_per_call < 1:
         raise ValueError(f"steps_per_call: expected an int >= 1, found {steps_per_call!r}")
     if steps_per_call > 1 and not hasattr(step, "lower"):

@@ -11,6 +11,7 @@ import numpy as np
 from jaxspec import io
 from jaxspec.data._checks import check_float, check_int
 from jaxspec.models._common import check_last_axis, model_dataclass, static
+from jaxspec.typing import Flux, LabelValues
 
 __all__ = ["Config", "Model", "decode", "n_terms", "quadratic_vector"]
 
@@ -95,7 +96,7 @@ def quadratic_vector(x):
     return jnp.concatenate([jnp.ones((*x.shape[:-1], 1), x.dtype), x, x[..., i] * x[..., j]], axis=-1)
 
 
-def decode(model: Model, labels) -> jax.Array:
+def decode(model: Model, labels: LabelValues) -> Flux:
     r"""The Cannon's forward model: noise-free flux :math:`\theta_j \cdot v(\ell)` of physical ``labels``.
 
     A pure function of the model and ``labels`` ``(..., M)`` (any leading

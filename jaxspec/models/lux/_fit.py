@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from jaxspec.data._checks import check_key
 from jaxspec.data.containers import Labels, Spectra, default_float
 from jaxspec.data.preprocess import fit_standardizer
+from jaxspec.metrics import robust_sigma
 from jaxspec.models._common import FitResult, LabelPrediction, on_device
 from jaxspec.models.lux import _steps as steps
 from jaxspec.models.lux._model import Config, Model, Params
@@ -23,6 +24,7 @@ from jaxspec.models.lux._predict import (
     mask_groups,
     predict_labels,
 )
+from jaxspec.typing import Key
 
 # -- input checks --------------------------------------------------------------------
 
@@ -30,6 +32,10 @@ from jaxspec.models.lux._predict import (
 #: Elements of the largest ``(rows, n_obs)`` temporary of a block step (256 MB of float32): the A/B/z
 #: steps solve their rows in batches of this size, so memory is bounded for any survey.
 _STEP_BUDGET = 2**26
+
+#: Residuals beyond this many robust standard deviations are left out of the label-scatter estimate
+#: (outliers the Gaussian scatter model does not describe; 5 sigma keeps every Gaussian residual of a survey).
+_CLIP_SIGMA = 5.0
 
 __all__ = ["calibrate_scatter", "fit"]
 
@@ -46,7 +52,7 @@ def fit(
     spectra: Spectra | Sequence[Spectra],
     labels: Labels,
     *,
-    key: jax.Array,
+    key: Key,
     config: Config = Config(),  # noqa: B008 - a frozen dataclass
     label_masks: Mapping[str, np.ndarray] | None = None,
     progress: bool = True,
@@ -153,7 +159,7 @@ def fit(
     )
     model = on_device(model)
     if config.calibrate:
-        model = calibrate_scatter(model, spectra, labels)
+        model = on_device(calibrate_scatter(model, spectra, labels, progress=progress))
     return FitResult(model, {k: np.asarray(v) for k, v in history.items()}, bool(converged), {"z": z})
 
 
@@ -183,7 +189,7 @@ def _refit_masked_rows(a, b, ln_s, masks, flux, ivar, lab, lab_w):
     return a
 
 
-def calibrate_scatter(model: Model, spectra: Spectra | Sequence, labels: Labels, *, progress: bool = False) -> Model:
+def calibrate_scatter(model: Model, spectra: Spectra | Sequence, labels: Labels, *, progress: bool = True) -> Model:
     r"""The model with ``label_scatter`` estimated from stars with known labels (a held-out set is best).
 
     Labels predicted from ``spectra`` alone (as by :func:`predict_labels`)
@@ -230,8 +236,8 @@ def _label_scatter(pred: LabelPrediction, labels: Labels) -> np.ndarray:
         r = np.asarray(pred.labels.values[ok, m], np.float64) - ref[ok, m]
         if r.size < 2:
             continue
-        robust_sd = 1.4826 * np.median(np.abs(r - np.median(r)))
-        keep = np.abs(r - np.median(r)) <= 5.0 * robust_sd if robust_sd > 0 else np.ones(r.size, bool)
+        robust_sd = robust_sigma(r)
+        keep = np.abs(r - np.median(r)) <= _CLIP_SIGMA * robust_sd if robust_sd > 0 else np.ones(r.size, bool)
         excess = r[keep] ** 2 - 1.0 / ref_ivar[ok, m][keep] - pred_var[ok, m][keep]
         out[m] = np.sqrt(max(float(np.mean(excess)), 0.0))
     return out

@@ -13,6 +13,7 @@ from jaxspec import io
 from jaxspec.data._checks import check_float, check_int
 from jaxspec.data.preprocess import Standardizer
 from jaxspec.models._common import check_last_axis, model_dataclass, static
+from jaxspec.typing import Flux, LabelValues, Latents
 
 __all__ = ["Config", "Model", "Params", "decode"]
 
@@ -152,7 +153,7 @@ class Model:
         return self.config.omega
 
 
-def decode(model: Model, z) -> tuple[jax.Array, jax.Array]:
+def decode(model: Model, z: Latents) -> tuple[LabelValues, Flux]:
     r"""Lux's forward model: labels :math:`A z` (physical units) and flux :math:`B z` of latents ``z``.
 
     A pure function of the model and ``z`` ``(..., P)`` (any leading batch

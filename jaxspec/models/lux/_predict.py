@@ -41,6 +41,12 @@ from jaxspec.optim.scatter import flux_weights_np
 
 __all__ = ["derivative_spectra", "encode", "predict_labels", "predict_spectra"]
 
+#: A training-latent variance below this fraction of the largest counts as none: the empirical prior's
+#: eigenvalues are floored here (float64 covariances resolve about 1e-16 of the largest).
+_FLAT_DIRECTION = 1e-10
+#: Stars per step of the predictive-variance map: a ``(batch, L, P)`` temporary of ~25 MB at 7514 pixels, P = 48.
+_VARIANCE_BATCH = 16
+
 
 # -- input checks --------------------------------------------------------------------
 
@@ -108,7 +114,7 @@ def test_prior(model: Model, omega) -> GaussianPrior | None:
             raise ValueError("omega: 'empirical' needs a model with latent_mean/latent_cov (trained by this version)")
         cov = np.asarray(model.latent_cov, np.float64)
         evals, evecs = np.linalg.eigh(0.5 * (cov + cov.T))
-        floor = max(evals.max(), 1e-300) * 1e-10  # a latent direction with no training spread: a tight prior
+        floor = max(evals.max(), 1e-300) * _FLAT_DIRECTION  # a latent direction with no training spread: a tight prior
         precision = (evecs / np.clip(evals, floor, None)) @ evecs.T
         return GaussianPrior(np.asarray(model.latent_mean, np.float64), 0.5 * (precision + precision.T))
     if isinstance(omega, str) or not isinstance(omega, int | float | np.floating | np.integer):
@@ -293,7 +299,7 @@ def predict_labels(
 @jax.jit
 def _flux_variance(b, cov):
     """diag(B Sigma_n B^T) for each star, without the ``(n, L, P)`` intermediate of a full product."""
-    return jax.lax.map(lambda c: jnp.sum((b @ c) * b, axis=1), cov, batch_size=16)
+    return jax.lax.map(lambda c: jnp.sum((b @ c) * b, axis=1), cov, batch_size=_VARIANCE_BATCH)
 
 
 def predict_spectra(

@@ -65,6 +65,7 @@ from jaxspec.models.lux._predict import as_outputs, check_labels
 from jaxspec.optim.latents import FitOptions, GaussianPrior, LatentFit, fit_latents
 from jaxspec.optim.scatter import flux_weights_np
 from jaxspec.optim.train import make_train_step, train_loop
+from jaxspec.typing import Flux, Key, LabelValues, Latents
 
 __all__ = ["OUTPUTS", "Config", "Model", "Params", "decode", "encode", "fit", "predict_labels"]
 
@@ -229,7 +230,7 @@ def fit(
     spectra: Spectra | Sequence[Spectra],
     labels: Labels,
     *,
-    key: jax.Array,
+    key: Key,
     base: FitResult,
     config: Config = Config(),
     progress: bool = True,
@@ -323,7 +324,7 @@ def fit(
 # -- test step -------------------------------------------------------------------------
 
 
-def decode(model: Model, z) -> jax.Array:
+def decode(model: Model, z: Latents) -> LabelValues | Flux:
     r"""The MLP output :math:`g(z)` for latents ``z`` ``(..., P)``: a pure function of the model pytree.
 
     Returns ``(..., M)`` labels in physical units (``output="labels"``) or

@@ -25,7 +25,8 @@ import numpy as np
 from jaxspec.data.containers import Spectra
 
 _DENSE_FRACTION = 0.1  # above this fraction of missing entries the dense per-star layout is used
-_SCAN_THREADS = 2  # threads scanning the data (numpy releases the GIL)
+_SCAN_THREADS = 2  # threads scanning the data: numpy releases the GIL, so two overlap the copy of one chunk
+# with the checks of the next; more would compete with XLA's own threads for the cores
 _BLOCKS = 4  # blocks of stars per chunk, sorted by missing count, each padded to its own width
 
 
@@ -200,11 +201,11 @@ def _file_offset(x: np.memmap) -> int | None:
 def _row_reader(x):
     """``read(lo, hi, out)``: rows ``lo:hi`` of a file-backed ``np.memmap`` into ``out`` by ``os.preadv``; or None.
 
-    A read costs the kernel less than copying through the map, a page fault every few
-    pages (scanning the 4.5 GB survey file on a 2-core VM: 4.3-6.6 s of system time
-    against 5.3-9.3 s).  Used for a C-contiguous map or contiguous slice of one (the
-    field rows of an RSCA survey, say) that lies within its file, and whose first row
-    read this way equals the mapped one bit for bit.
+    A read costs the kernel less system time than copying through the map, which takes
+    a page fault every few pages (the full-survey RSCA run, benchmarks/RESULTS.md).
+    Used for a C-contiguous map or contiguous slice of one (the field rows of an RSCA
+    survey, say) that lies within its file, and whose first row read this way equals
+    the mapped one bit for bit.
     """
     ok = isinstance(x, np.memmap) and x.flags.c_contiguous and x.dtype == _dtype() and x.size > 0
     fd, offset = None, _file_offset(x) if ok else None

@@ -12,6 +12,7 @@ from jaxspec.models._common import CHUNK_SIZE, FitResult, on_device
 from jaxspec.models.ppca._data import _chunk, _chunks, _Data, _dtype, _inputs, _load, _missing
 from jaxspec.models.ppca._kernels import _estep_chunk, _power
 from jaxspec.models.ppca._model import Config, Model
+from jaxspec.typing import Key
 
 __all__ = ["encode", "fit"]
 
@@ -24,7 +25,7 @@ _OVERSAMPLE = 10
 def fit(
     spectra,
     *,
-    key: jax.Array,
+    key: Key,
     config: Config = Config(),  # noqa: B008 - a frozen dataclass
     ivar=None,
     mask=None,
@@ -185,7 +186,7 @@ def _orth(z):
     """Orthonormal columns spanning ``z`` (Cholesky-QR twice via a small eigh).
 
     ``np.einsum`` rather than BLAS: a threaded BLAS competes with XLA's threads
-    for the cores and runs these thin products 50x slower.
+    for the cores and runs these thin products far slower.
     """
     for _ in range(2):
         lam, v = np.linalg.eigh(np.einsum("dk,dl->kl", z, z))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 
 def _tmul(a, b):
-    """``a.T @ b`` for a thin ``a``; written as an einsum, XLA on CPU runs it about 1.5x faster."""
+    """``a.T @ b`` for a thin ``a``; written as an einsum, which XLA on CPU runs faster than the transpose."""
     return jnp.einsum("nk,nd->kd", a, b)
 
 

@@ -11,11 +11,12 @@ import numpy as np
 from jaxspec import io
 from jaxspec.data._checks import check_choice, check_float, check_int
 from jaxspec.models._common import check_last_axis, model_dataclass, static
+from jaxspec.typing import Flux, Latents
 
 __all__ = ["EM_CHUNK", "Config", "Model", "decode"]
 
 #: Stars per chunk of the EM passes: on CPU, 512 keeps the per-chunk temporaries small enough for the
-#: allocator to reuse them (at 1024 the E-step ran about 1.6x slower per star, in fresh pages).
+#: allocator to reuse them; at 1024 the E-step ran slower per star, in fresh pages (benchmarks/RESULTS.md).
 EM_CHUNK = 512
 
 
@@ -106,7 +107,7 @@ class Model:
         return np.sum(w * w, axis=0) + float(self.noise_variance)
 
 
-def decode(model: Model, z) -> jax.Array:
+def decode(model: Model, z: Latents) -> Flux:
     r"""PPCA's forward model: the mean spectrum :math:`\mu + W z` ``(..., D)`` of latents ``z`` ``(..., K)``.
 
     A pure function of the model pytree: ``jax.jit``, ``jax.vmap`` and ``jax.grad`` go through it.

@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-import jax
 import numpy as np
 
 from jaxspec import io
 from jaxspec.data._checks import check_float, check_int, check_key, int_ids
 from jaxspec.data.containers import Spectra
 from jaxspec.models import ppca
-from jaxspec.models._common import CHUNK_SIZE, FitResult, model_dataclass, static
+from jaxspec.models._common import CHUNK_SIZE, FitResult, model_dataclass, on_device, static
 from jaxspec.models.rsca._metric import Metric, embed, fit_from_features
+from jaxspec.typing import Key
 
 __all__ = ["Config", "InterstellarMask", "Model", "fit", "interstellar_mask", "transform"]
 
@@ -172,7 +172,7 @@ def fit(
     spectra,
     cluster_ids,
     *,
-    key: jax.Array,
+    key: Key,
     config: Config = Config(),
     pixel_mask=None,
     progress: bool = True,
@@ -231,7 +231,7 @@ def fit(
     mask = np.zeros(d, bool) if pixel_mask is None else pixel_mask
     zp = np.asarray(step1.aux["latents"], dtype=np.float64)[:, :k]
     zc = _latents(step1.model, config, mask, _select(spectra, member_rows))
-    model = Model(step1.model, fit_from_features(zp, zc, ids[member_rows]), mask, config)
+    model = on_device(Model(step1.model, fit_from_features(zp, zc, ids[member_rows]), mask, config))
     aux = {
         "field_feats": zp,
         "cluster_feats": zc,
@@ -254,7 +254,15 @@ def transform(
 
 
 def interstellar_mask(
-    spectra, a_k, *, key, low: float = 0.005, high: float = 0.5, n_components: int = 30, threshold: float = 0.01
+    spectra,
+    a_k,
+    *,
+    key: Key,
+    low: float = 0.005,
+    high: float = 0.5,
+    n_components: int = 30,
+    threshold: float = 0.01,
+    progress: bool = True,
 ) -> InterstellarMask:
     r"""Data-driven interstellar-band mask (paper Appendix A).
 
@@ -271,6 +279,7 @@ def interstellar_mask(
     a_k : ``(N,)`` extinction, mag
     key : jax.random key for the PPCA
     low, high : float; n_components : int; threshold : float > 0
+    progress : bool
     """
     flux, miss = _flux_and_mask(spectra, None, None, "spectra")
     a_k = np.asarray(a_k, dtype=np.float64)
@@ -285,8 +294,9 @@ def interstellar_mask(
         raise ValueError(
             f"a_k: need more than {n_components} stars below low and one above high, found {lo.sum()}, {hi.sum()}"
         )
-    res = ppca.fit(flux[lo], key=key, config=ppca.Config(n_components=n_components), mask=miss[lo], progress=False)
-    z = ppca.encode(res.model, flux[hi], mask=miss[hi], progress=False)
+    config = ppca.Config(n_components=n_components)
+    res = ppca.fit(flux[lo], key=key, config=config, mask=miss[lo], progress=progress)
+    z = ppca.encode(res.model, flux[hi], mask=miss[hi], progress=progress)
     r = np.where(miss[hi], 0.0, flux[hi] - np.asarray(ppca.decode(res.model, z), np.float64))
     n_obs = np.sum(~miss[hi], axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):

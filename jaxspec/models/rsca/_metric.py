@@ -13,8 +13,9 @@ import numpy as np
 
 from jaxspec import io
 from jaxspec.data._checks import finite_2d, int_ids
+from jaxspec.metrics import robust_sigma
+from jaxspec.typing import Latents
 
-MAD_TO_SIGMA = 1.4826  # 1 / Phi^{-1}(3/4): MAD of a Gaussian times this is its sigma
 SIGMA_CLIP = 1e-6  # sigma_clust is clipped to [SIGMA_CLIP, 1 - SIGMA_CLIP]
 
 
@@ -66,9 +67,7 @@ def pooled_sigma(r: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     """
     num = np.zeros(r.shape[1])
     for g in groups:
-        x = r[g]
-        mad = np.median(np.abs(x - np.median(x, axis=0)), axis=0)
-        num += (g.size - 1) * (MAD_TO_SIGMA * mad) ** 2
+        num += (g.size - 1) * robust_sigma(r[g], axis=0) ** 2
     return np.sqrt(num / sum(g.size - 1 for g in groups))
 
 
@@ -118,7 +117,7 @@ def fit_from_features(field_feats, cluster_feats, cluster_ids) -> Metric:
     return Metric(mean, sphere, rot, sigma, scale_factor(sigma))
 
 
-def embed(metric, feats, n_dims: int | None = None):
+def embed(metric, feats: Latents, n_dims: int | None = None) -> Latents:
     r"""Features ``(N, K)`` -> metric space ``(N, K)``: :math:`y = (x - \bar x) A`, or the ``n_dims`` most
     discriminating dimensions (sorted).
 

@@ -24,6 +24,8 @@ from jaxspec import io
 from jaxspec.data.containers import default_float
 
 N_COEFF = 110  # 55 BP + 55 RP Hermite coefficients
+_CHECK_ROWS = 4096  # stars read at a time when checking a (memory-mapped) batch: ~3.6 MB of float32 per leaf
+_COV_ROWS = 1024  # stars per chunk of the full covariances: float64 temporaries of ~100 MB
 
 
 @io.register("svae.Stats")
@@ -159,7 +161,7 @@ def _covariance_source(data, covariance, n: int):
 def check_batch(batch: Batch, name: str = "data") -> Batch:
     """A preprocessed batch checked: shapes ``(n, 110)`` (``cov`` ``(n, 110, 110)``), finite, ``sigma > 0``.
 
-    Read 4096 stars at a time, so memmapped leaves are checked without loading them whole.
+    Read ``_CHECK_ROWS`` stars at a time, so memmapped leaves are checked without loading them whole.
     """
     n = np.shape(batch.x)[0] if np.ndim(batch.x) == 2 else -1
     for field, shape in (("x", (n, N_COEFF)), ("sigma", (n, N_COEFF)), ("mask", (n, N_COEFF))):
@@ -169,8 +171,8 @@ def check_batch(batch: Batch, name: str = "data") -> Batch:
         raise ValueError(f"{name}.cov: expected shape ({n}, {N_COEFF}, {N_COEFF}), found {np.shape(batch.cov)}")
     if np.asarray(batch.mask[:1]).dtype != bool:
         raise TypeError(f"{name}.mask: expected a bool array, found dtype {np.asarray(batch.mask[:1]).dtype}")
-    for start in range(0, n, 4096):
-        sl = slice(start, start + 4096)
+    for start in range(0, n, _CHECK_ROWS):
+        sl = slice(start, start + _CHECK_ROWS)
         leaves = [np.asarray(batch.x[sl]), np.asarray(batch.sigma[sl])]
         if batch.cov is not None:
             leaves.append(np.asarray(batch.cov[sl]))
@@ -244,8 +246,8 @@ def preprocess(
     if covariance is not False:
         cov = np.empty((n, N_COEFF, N_COEFF), dtype)
         source = _covariance_source(data, covariance, n)
-        for start in range(0, n, 1024):  # chunked: the float64 temporaries stay small
-            sl = slice(start, min(start + 1024, n))
+        for start in range(0, n, _COV_ROWS):  # chunked: the float64 temporaries stay small
+            sl = slice(start, min(start + _COV_ROWS, n))
             d = 1.0 / (g[sl, None] * scale)
             both = mask[sl, :, None] & mask[sl, None, :]
             c = np.where(both, np.asarray(source(sl), np.float64), 0.0)

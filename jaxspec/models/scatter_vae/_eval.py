@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.data.containers import default_float
+from jaxspec.metrics import robust_sigma
+
+_KDE_ROWS = 4096  # evaluation points per block of the kernel sum: a (4096, max_points) float64 block, ~130 MB
 
 __all__ = ["LatentCoverage", "ResidualStats", "latent_coverage", "residual_stats"]
-
-_MAD_TO_SIGMA = 1.4826  # sigma of a Gaussian / its median absolute deviation
 
 
 class LatentCoverage(NamedTuple):
@@ -85,7 +86,7 @@ def _log_kde_chunk(x, points, inv_h2, log_norm):
     return jax.nn.logsumexp(-0.5 * inv_h2 * jnp.maximum(d2, 0.0), axis=1) + log_norm
 
 
-def _log_kde(x: np.ndarray, points: np.ndarray, h: float, chunk: int = 4096) -> np.ndarray:
+def _log_kde(x: np.ndarray, points: np.ndarray, h: float, chunk: int = _KDE_ROWS) -> np.ndarray:
     """:math:`\\log \\frac1m \\sum_p \\mathcal N(x; p, h^2 I)` for every row of ``x``, in fixed-size chunks."""
     dtype = default_float()
     d = x.shape[1]
@@ -303,7 +304,7 @@ def residual_stats(resid, labels=None, bins=10) -> ResidualStats:
             continue
         med = np.median(v)
         out["median"][b], out["mean"][b], out["std"][b] = med, v.mean(), v.std()
-        out["spread"][b] = _MAD_TO_SIGMA * np.median(np.abs(v - med))
+        out["spread"][b] = robust_sigma(v)
         out["p16"][b], out["p84"][b] = np.percentile(v, [16, 84])
         out["frac_gt3"][b] = np.mean(np.abs(v) > 3)
     return ResidualStats(edges=edges, **out)

@@ -30,6 +30,7 @@ from jaxspec.models.scatter_vae._net import (
 from jaxspec.optim import train
 from jaxspec.optim.chunks import map_chunks
 from jaxspec.optim.train import make_train_step, make_validation
+from jaxspec.typing import Flux, Key, Latents
 
 __all__ = [
     "Model",
@@ -109,7 +110,7 @@ def _split(batch: Batch, validation_frac: float, key, shuffle: bool):
 def fit(
     data,
     *,
-    key: jax.Array,
+    key: Key,
     config: Config = Config(),  # noqa: B008 - a frozen dataclass
     g_flux=None,
     stats: Stats | None = None,
@@ -232,9 +233,9 @@ def _encoded(config: Config, params: Params, batch: Batch) -> dict:
 
 def _evaluate(model: Model, batch: Batch, chunk_size: int, progress: bool, desc: str, fn=None) -> dict:
     """``fn`` (default :func:`_posterior`) over fixed-size chunks, each result copied to the host at once."""
-    fn = _posterior if fn is None else fn
+    fn, params = _posterior if fn is None else fn, _device_params(model)
     return map_chunks(
-        lambda chunk: fn(model.config, _device_params(model), chunk),
+        lambda chunk: fn(model.config, params, chunk),
         batch,
         chunk_size=chunk_size,
         to_host=True,
@@ -265,7 +266,7 @@ def _batch(model: Model, data, g_flux, *, covariance: bool) -> Batch:
     return preprocess(data, g_flux, stats=model.stats, covariance=covariance)[0]
 
 
-def decode(model: Model, z) -> tuple[jax.Array, jax.Array]:
+def decode(model: Model, z: Latents) -> tuple[Flux, Flux]:
     r"""The sVAE's forward model: mean :math:`\hat x` and scatter :math:`s`, each ``(..., 110)`` standardised.
 
     ``z`` ``(..., n_z)``, any leading batch axes.  A pure function of the model
