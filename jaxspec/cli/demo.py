@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from pathlib import Path
 
+from jaxspec.cli._args import output_folder, seed
 from jaxspec.cli.demos import DEMOS, FLAGSHIP
 
 __all__ = ["add_parser"]
@@ -13,8 +13,7 @@ __all__ = ["add_parser"]
 
 def _run(args: argparse.Namespace) -> int:
     name = args.name or FLAGSHIP
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out)  # before a demo runs for minutes
     module, func = DEMOS[name][0].split(":")
     getattr(importlib.import_module(module), func)(
         out=out, seed=args.seed, progress=not args.no_progress, quick=args.quick
@@ -31,7 +30,9 @@ def add_parser(sub) -> None:
     )
     demo.add_argument("name", nargs="?", choices=sorted(DEMOS), help=f"which demo (default: {FLAGSHIP})")
     demo.add_argument("--out", default="jaxspec-output", help="folder for figures and reports (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed of the jax.random key (default: %(default)s)")
+    demo.add_argument(
+        "--seed", type=seed, default=0, help="random seed of the jax.random key, in [0, 2**32) (default: %(default)s)"
+    )
     demo.add_argument("--quick", action="store_true", help="smaller sizes, for tests and a first look")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=_run)
