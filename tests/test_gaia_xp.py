@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import re
 
 import numpy as np
@@ -195,19 +197,17 @@ def _as_text(a) -> list[str]:
 
 
 def _write_csv(path, cols: dict, *, blank_bp: int | None = None, blank_text: str | None = None) -> None:
-    """Arrays as "(a, b, ...)" strings, like the archive; row ``blank_bp`` without BP (masked, or ``blank_text``)."""
+    """Arrays as "(a, b, ...)" strings, like the archive; row ``blank_bp`` without BP: every ``bp_`` cell empty
+    (the arrays masked, or ``blank_text``), as the archive writes a missing band."""
     table = Table()
     for name, a in cols.items():
-        if a.ndim == 2:
-            cells = MaskedColumn(_as_text(a), dtype=object)
-            if blank_bp is not None and name.startswith("bp_"):
-                if blank_text is None:
-                    cells.mask[blank_bp] = True
-                else:
-                    cells[blank_bp] = blank_text
-            table[name] = cells
-        else:
-            table[name] = a
+        cells = MaskedColumn(_as_text(a), dtype=object) if a.ndim == 2 else MaskedColumn(a)
+        if blank_bp is not None and name.startswith("bp_"):
+            if blank_text is None or a.ndim == 1:
+                cells.mask[blank_bp] = True
+            else:
+                cells[blank_bp] = blank_text
+        table[name] = cells
     table.write(path, format="ascii.csv")
 
 
@@ -273,15 +273,73 @@ BAD_VALUES = {
     ),
     "negative error": (
         lambda c: c["rp_coefficient_errors"].__setitem__((1, 7), -0.5),
-        r"'rp_coefficient_errors', row 1 .*expected errors > 0, found -0.5 at element 7",
+        r"'rp_coefficient_errors', row 1 .*expected finite errors > 0, found -0.5 at element 7",
     ),
     "zero sigma": (
         lambda c: c["bp_standard_deviation"].__setitem__(2, 0.0),
-        r"'bp_standard_deviation', row 2 .*expected a value > 0, found 0",
+        r"'bp_standard_deviation', row 2 .*expected a finite value > 0, found 0",
     ),
     "correlation > 1": (
         lambda c: c["bp_coefficient_correlations"].__setitem__((0, 3), 1.5),
         r"'bp_coefficient_correlations', row 0 .*expected values in \[-1, 1\], found 1.5 at element 3",
+    ),
+    "non-integer source_id": (
+        lambda c: c.update(source_id=np.array(["a", "b", "c"])),
+        r"'source_id': expected integers, found dtype <U1",
+    ),
+    # issue 14, defect 4: errors, sigma and chi^2 that are not finite, or finite but beyond the archive's float32
+    "inf error": (
+        lambda c: c["bp_coefficient_errors"].__setitem__((1, 4), np.inf),
+        r"'bp_coefficient_errors', row 1 .*expected finite errors > 0, found inf at element 4",
+    ),
+    "error beyond float32": (
+        lambda c: c.update(rp_coefficient_errors=c["rp_coefficient_errors"] * np.array([[1.0], [1e39], [1.0]])),
+        r"'rp_coefficient_errors', row 1 .*expected values within the range of float32, found [\d.]+e\+38 at element 0",
+    ),
+    "inf sigma": (
+        lambda c: c["rp_standard_deviation"].__setitem__(0, np.inf),
+        r"'rp_standard_deviation', row 0 .*expected a finite value > 0, found inf",
+    ),
+    "sigma beyond float32": (
+        lambda c: c.update(bp_standard_deviation=np.array([1.0, 1.0, 1e40])),
+        r"'bp_standard_deviation', row 2 .*expected values within the range of float32, found 1e\+40",
+    ),
+    "inf chi_squared": (
+        lambda c: c.update(bp_chi_squared=np.array([10.0, np.inf, 10.0])),
+        r"'bp_chi_squared', row 1 .*expected a finite value >= 0, found inf",
+    ),
+    "nan in the coefficients": (
+        lambda c: c["rp_coefficients"].__setitem__((2, 54), np.nan),
+        r"'rp_coefficients', row 2 .*expected finite values, found nan at element 54",
+    ),
+    # issue 14, defect 6: counts are integers in range, not whatever int64 makes of them
+    "n_relevant_bases 1e30": (
+        lambda c: c.update(bp_n_relevant_bases=np.array([40.0, 1e30, 40.0])),
+        r"'bp_n_relevant_bases', row 1 .*expected an integer in \[0, 55\], found 1e\+30",
+    ),
+    "n_relevant_bases 56": (
+        lambda c: c["rp_n_relevant_bases"].__setitem__(2, 56),
+        r"'rp_n_relevant_bases', row 2 .*expected an integer in \[0, 55\], found 56",
+    ),
+    "n_relevant_bases -1": (
+        lambda c: c["rp_n_relevant_bases"].__setitem__(0, -1),
+        r"'rp_n_relevant_bases', row 0 .*expected an integer in \[0, 55\], found -1",
+    ),
+    "n_relevant_bases 2.5": (
+        lambda c: c.update(bp_n_relevant_bases=np.array([40.0, 40.0, 2.5])),
+        r"'bp_n_relevant_bases', row 2 .*expected an integer in \[0, 55\], found 2.5",
+    ),
+    "negative n_measurements": (
+        lambda c: c.update(rp_n_measurements=np.array([900, -3, 900])),
+        r"'rp_n_measurements', row 1 .*expected an integer in \[0, 2147483647\], found -3",
+    ),
+    "degrees_of_freedom 1e30": (
+        lambda c: c.update(bp_degrees_of_freedom=np.array([1e30, 900.0, 900.0])),
+        r"'bp_degrees_of_freedom', row 0 .*expected an integer in \[0, 2147483647\], found 1e\+30",
+    ),
+    "n_parameters 54": (
+        lambda c: c.update(bp_n_parameters=np.array([55, 54, 55])),
+        r"'bp_n_parameters', row 1 .*expected 55, found 54",
     ),
 }
 
@@ -311,7 +369,10 @@ def test_source_with_no_band_is_an_error(tmp_path):
     cols = _synthetic(2)
     table = Table()
     for name, a in cols.items():
-        table[name] = MaskedColumn(_as_text(a), mask=[False, True]) if a.ndim == 2 else a
+        if name == "source_id":
+            table[name] = a
+        else:  # row 1: every cell of both bands empty
+            table[name] = MaskedColumn(_as_text(a) if a.ndim == 2 else a, mask=[False, True])
     table.write(tmp_path / "empty.csv", format="ascii.csv")
     with pytest.raises(ValueError, match=r"row 1 \(source_id 1000000000000000001\): expected BP or RP coefficients"):
         read_xp_continuous(tmp_path / "empty.csv")
@@ -351,3 +412,193 @@ def test_format_and_path_errors(tmp_path):
     xp = read_xp_continuous(_broken(tmp_path, "ok.csv", lambda c: None))
     with pytest.raises(ValueError, match=r"band: expected 'bp', 'rp' or None, found 'g'"):
         xp.covariance("g")
+
+
+# -- damaged files: nothing dropped, padded or half-read silently (issue 14, defect 1) ---------------------------
+def _real(xp_files, name: str):
+    return next(f for f in xp_files if f.name == name)
+
+
+def _cut_csv_rows(data: bytes) -> dict[str, bytes]:
+    """XP_CONTINUOUS_RAW.csv (2 sources) cut short in the ways a download or a careless edit cuts it."""
+    last = data.rindex(b"\n", 0, len(data) - 1) + 1  # start of the last row (line 3)
+    arrays = [i for i in range(last, len(data)) if data.startswith(b'"(', i)]  # bp c/e/r, rp c/e/r
+    assert len(arrays) == 6
+    return {
+        "inside the last array": data[: arrays[5] + 1000],
+        "before the RP arrays": data[: arrays[3]],
+        "before the RP arrays, line ended": data[: arrays[3]] + b"\n",
+        "before the RP arrays, no comma": data[: arrays[3] - 1] + b"\n",
+        "the final line end": data[:-1],
+    }
+
+
+CSV_CUTS = {
+    "inside the last array": r"row 1 \(line 3\): expected a closing quote, found the end of the file",
+    "before the RP arrays": r"row 1 \(line 3\): expected 26 comma-separated fields as in the header, found 22",
+    "before the RP arrays, line ended": r"row 1 \(line 3\): expected 26 comma-separated fields .*, found 22",
+    "before the RP arrays, no comma": r"row 1 \(line 3\): expected 26 comma-separated fields .*, found 21",
+    "the final line end": r"row 1 \(line 3\): expected a line end after the last field, found the end of the file",
+}
+
+
+@pytest.mark.parametrize("cut", CSV_CUTS)
+def test_csv_cut_short_is_an_error_naming_file_and_row(tmp_path, xp_files, cut):
+    data = _real(xp_files, "XP_CONTINUOUS_RAW.csv").read_bytes()
+    path = tmp_path / "cut.csv"
+    path.write_bytes(_cut_csv_rows(data)[cut])
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": " + CSV_CUTS[cut]):
+        read_xp_continuous(path)
+
+
+def test_csv_cut_at_a_row_boundary_reads_the_rows_before_it_exactly(tmp_path, xp_files, xp_read):
+    src = _real(xp_files, "XP_CONTINUOUS_RAW_with_missing_BP.csv")
+    data = src.read_bytes()
+    for k in (1, 2):
+        end = [i for i, b in enumerate(data) if b == ord("\n")][k] + 1
+        (tmp_path / "head.csv").write_bytes(data[:end])
+        xp, ref = read_xp_continuous(tmp_path / "head.csv"), xp_read[src].take(slice(0, k))
+        for name in FIELDS + COUNTS:
+            np.testing.assert_array_equal(getattr(xp, name), getattr(ref, name), err_msg=name)
+
+
+def test_csv_quote_and_bracket_damage(tmp_path):
+    path = tmp_path / "q.csv"
+    _write_csv(path, _synthetic())
+    text = path.read_text()
+    row1 = text.index("\n") + 1
+    cases = {
+        # a quote lost in the middle of the file: the rest of the line no longer splits into 26 fields
+        text[:row1]
+        + text[row1:].replace('"', "", 1): r"row 0 \(line 2\): expected a closing quote, found the end of the line",
+        # a line break inside a row splits it in two short rows
+        text[:row1]
+        + text[row1:].replace(",", "\n", 1): r"row 0 \(line 2\): expected 11 comma-separated fields .*, found 1 ",
+        # "(...]" and "(..." are not arrays
+        text.replace(
+            '"(', '"[', 1
+        ): r"'bp_coefficients', row 0 .*expected an array in \(\.\.\.\) or \[\.\.\.\], found '\[",
+        text.replace(
+            ')"', '"', 1
+        ): r"'bp_coefficients', row 0 .*expected an array in \(\.\.\.\) or \[\.\.\.\], found '\(",
+        # a line too many fields long
+        text[:-1] + ",1\n": r"row 2 \(line 4\): expected \d+ comma-separated fields as in the header, found \d+",
+    }
+    for content, pattern in cases.items():
+        path.write_text(content)
+        with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + pattern):
+            read_xp_continuous(path)
+
+
+def test_a_band_is_all_or_nothing(tmp_path):
+    """The archive leaves every cell of a missing band empty; a half-empty band is damage, not a missing band."""
+    path = tmp_path / "half.csv"
+
+    def write(blank: dict[str, int]):
+        table = Table()
+        for name, a in _synthetic().items():
+            cells = MaskedColumn(_as_text(a), dtype=object) if a.ndim == 2 else MaskedColumn(a)
+            if name in blank:
+                cells.mask[blank[name]] = True
+            table[name] = cells
+        table.write(path, format="ascii.csv", overwrite=True)
+
+    write({"bp_coefficients": 1})
+    with pytest.raises(
+        ValueError,
+        match=r"'bp_coefficient_errors', row 1 .*expected an empty cell \(as bp_coefficients is empty\), found an arr",
+    ):
+        read_xp_continuous(path)
+    arrays = ("rp_coefficients", "rp_coefficient_errors", "rp_coefficient_correlations")
+    write(dict.fromkeys(arrays, 2))
+    with pytest.raises(
+        ValueError,
+        match=r"'rp_standard_deviation', row 2 .*expected an empty cell \(as rp_coefficients is empty\), found 1\.\d+",
+    ):
+        read_xp_continuous(path)
+    write({"rp_coefficient_correlations": 0})
+    with pytest.raises(
+        ValueError,
+        match=r"'rp_coefficient_correlations', row 0 .*expected an array \(as rp_coefficients is present\), found an e",
+    ):
+        read_xp_continuous(path)
+    write({"bp_n_relevant_bases": 0})
+    with pytest.raises(
+        ValueError,
+        match=r"'bp_n_relevant_bases', row 0 .*expected a value \(as bp_coefficients is present\), found an empty cell",
+    ):
+        read_xp_continuous(path)
+    write(dict.fromkeys((*arrays, "rp_standard_deviation", "rp_n_relevant_bases"), 2))  # the whole band: fine
+    assert read_xp_continuous(path).band_present.tolist() == [[True, True], [True, True], [True, False]]
+
+
+def test_ecsv_cut_short_is_an_error(tmp_path, xp_files):
+    data = _real(xp_files, "XP_CONTINUOUS_RAW.ecsv").read_bytes()
+    path = tmp_path / "cut.ecsv"
+    for content in (data[:-1], data[:-4]):  # the last value intact or cut, no final line end
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=re.escape(str(path)) + r": last line \(line 169\): expected a line end"):
+            read_xp_continuous(path)
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": "):
+        read_xp_continuous(path)
+
+
+def _with_stream(xml: str, edit) -> str:
+    """The VOTable text with its base64 BINARY2 stream decoded, edited and encoded again."""
+    m = re.search(r"(<STREAM encoding='base64'>\s*)(.*?)(\s*</STREAM>)", xml, re.S)
+    raw = base64.b64decode(m.group(2))
+    return xml[: m.start(2)] + base64.b64encode(edit(raw)).decode() + xml[m.end(2) :]
+
+
+def test_votable_binary_row_cut_short_is_an_error(tmp_path, xp_files):
+    xml = _real(xp_files, "XP_CONTINUOUS_RAW.xml").read_text()
+    path = tmp_path / "cut.xml"
+    for cut in (1, 100, 10000):  # astropy's reader drops a row cut anywhere, without a word
+        path.write_text(_with_stream(xml, lambda raw, cut=cut: raw[:-cut]))
+        with pytest.raises(
+            ValueError, match=re.escape(str(path)) + r": row 1: expected a complete row in the BINARY2 stream"
+        ):
+            read_xp_continuous(path)
+    path.write_text(_with_stream(xml, lambda raw: raw + raw[:60]))  # a stray partial row at the end
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": row 2: expected a complete row"):
+        read_xp_continuous(path)
+
+
+def test_fits_longer_than_its_headers_is_an_error(tmp_path, xp_files):
+    data = _real(xp_files, "XP_CONTINUOUS_RAW.fits").read_bytes()
+    path = tmp_path / "long.fits"
+    heap = len(data) - 2880  # inside the heap: the arrays after it are shifted
+    for content in (data + b"\0" * 100, data + b"\0" * 2880, data[:heap] + data[heap - 500 : heap] + data[heap:]):
+        path.write_bytes(content)
+        with pytest.raises(
+            ValueError, match=re.escape(str(path)) + ": cannot read as fits: the file does not match its headers"
+        ):
+            read_xp_continuous(path)
+
+
+def test_damaged_compressed_fits_is_an_error(tmp_path, xp_files):
+    """astropy.io.fits never reaches the gzip checksum: a flipped byte would give other numbers silently."""
+    data = gzip.compress(_real(xp_files, "XP_CONTINUOUS_RAW.fits").read_bytes())
+    path = tmp_path / "XP.fits.gz"
+    path.write_bytes(data)
+    assert read_xp_continuous(path).n_sources == 2
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 1
+    for content in (bytes(flipped), data[:-3]):
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=re.escape(str(path)) + r": cannot read as fits \((BadGzipFile|EOFError)"):
+            read_xp_continuous(path)
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": cannot read as fits \(EOFError"):
+        read_xp_continuous(path)
+
+
+def test_damaged_fits_header_is_a_value_error_naming_the_file(tmp_path, xp_files):
+    """astropy raises an AttributeError on a TFORM card of a column with TNULL whose name is damaged."""
+    data = bytearray(_real(xp_files, "XP_CONTINUOUS_RAW_with_missing_BP.fits").read_bytes())
+    data[data.index(b"TFORM3  ")] = ord("h")
+    path = tmp_path / "damaged.fits"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": cannot read as fits \(AttributeError"):
+        read_xp_continuous(path)

@@ -36,14 +36,21 @@ So the covariance that goes with the published errors is
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import math
 import os
+import re
 import warnings
+import zlib
 from pathlib import Path
 from typing import NamedTuple
+from xml.etree import ElementTree
 
 import numpy as np
 from astropy.table import Table
+from astropy.utils.data import get_readable_fileobj
 
 from jaxspec.data.containers import Spectra
 
@@ -217,11 +224,33 @@ def read_xp_continuous(path: str | os.PathLike, *, format: str | None = None) ->
     ------
     FileNotFoundError
         If ``path`` does not exist.
-    ValueError, TypeError
-        If the file cannot be parsed, a required column is missing, or a value is bad
-        (wrong array length, non-numeric text, non-positive errors or ``standard_deviation``,
-        correlations outside [-1, 1], a source with neither band); the message names the
-        file, the column and the row.
+    ValueError
+        If the file is damaged or is not an XP table; the message names the file and,
+        where there is one, the column and the row.  Nothing is dropped or padded
+        silently:
+
+        * a cut-short or malformed row: a csv row with more or fewer fields than the
+          header or an unclosed quote, a csv or ecsv file whose last line has no line
+          end, a VOTable binary stream that ends inside a row, a FITS file whose length
+          does not match its headers, a compressed (``.gz``) file that fails its checksum;
+        * a missing required column, an array of the wrong length (55 coefficients
+          and errors, 1485 correlations; ``*_n_parameters``, if present, must be 55),
+          non-numeric text;
+        * a band that is half there: a source lacks a band only if all of that band's
+          cells are empty (as in the archive), so an empty ``bp_coefficients`` next to
+          a filled ``bp_standard_deviation`` is an error, and so is the reverse;
+        * a bad value: coefficients that are not finite, errors that are not finite
+          and > 0, ``standard_deviation`` not finite and > 0, ``chi_squared`` not
+          finite and >= 0, correlations outside [-1, 1], a value beyond the range of
+          the archive's float32 type, counts (``*_n_relevant_bases``,
+          ``*_degrees_of_freedom``, ``*_n_measurements``) that are not integers in
+          ``[0, 55]`` (``n_relevant_bases``) or ``[0, 2**31 - 1]``, a source with
+          neither band.
+
+        The archive never writes such values, so one of them means a damaged or
+        edited file, and the whole read is refused rather than one source flagged:
+        the caller learns which file and row to fix, and :meth:`XPSpectra.covariance`
+        is finite for every source that is read.
     """
     path = Path(path)
     fmt = _guess_format(path, format)
@@ -238,32 +267,49 @@ def read_xp_continuous(path: str | os.PathLike, *, format: str | None = None) ->
     return XPSpectra(*(None if f is None else _frozen(f) for f in xp))
 
 
+_MAX_COUNT = 2**31 - 1
+
+
 def _read_band(t: _Columns, band: str) -> dict[str, np.ndarray]:
     """One band's fields, validated where the band is present, NaN (floats) or 0 (counts) elsewhere."""
-    c, has = t.arrays(f"{band}_coefficients", N_COEFF, np.float64)
+    coef = f"{band}_coefficients"
+    c, has = t.arrays(coef, N_COEFF, np.float64)
     e, has_e = t.arrays(f"{band}_coefficient_errors", N_COEFF, np.float32)
     r, has_r = t.arrays(f"{band}_coefficient_correlations", N_CORR, np.float32)
-    s = t.scalars(f"{band}_standard_deviation", np.float32)
-    t.check(f"{band}_coefficient_errors", has & ~has_e, None, f"an array (as {band}_coefficients is present)")
-    t.check(f"{band}_coefficient_correlations", has & ~has_r, None, f"an array (as {band}_coefficients is present)")
-    t.check(f"{band}_coefficients", has[:, None] & ~np.isfinite(c), c, "finite values")
-    t.check(f"{band}_coefficient_errors", has[:, None] & ~(e > 0), e, "errors > 0")
-    t.check(f"{band}_coefficient_correlations", has[:, None] & ~(np.abs(r) <= 1), r, "values in [-1, 1]")
-    t.check(f"{band}_standard_deviation", has & ~(s > 0), s, "a value > 0")
-    fields = {
-        "coefficients": c,
-        "errors": e,
-        "correlations": r,
-        "standard_deviation": s,
+    scalars = {
+        "standard_deviation": t.scalars(f"{band}_standard_deviation", np.float32),
         "chi_squared": t.scalars(f"{band}_chi_squared", np.float32, required=False),
         "degrees_of_freedom": t.counts(f"{band}_degrees_of_freedom"),
         "n_measurements": t.counts(f"{band}_n_measurements"),
-        "n_relevant_bases": t.counts(f"{band}_n_relevant_bases"),
+        "n_relevant_bases": t.counts(f"{band}_n_relevant_bases", high=N_COEFF),
+        "n_parameters": t.counts(f"{band}_n_parameters", low=N_COEFF, high=N_COEFF),
     }
+    # a band is all or nothing: the archive leaves every cell of a missing band empty
+    for name, filled in ((f"{band}_coefficient_errors", has_e), (f"{band}_coefficient_correlations", has_r)):
+        t.check(name, has & ~filled, None, f"an array (as {coef} is present)")
+        t.check(name, ~has & filled, None, f"an empty cell (as {coef} is empty)", found="an array")
+    for field, v in scalars.items():
+        name = f"{band}_{field}"
+        if name in t.names:
+            t.check(name, has & np.isnan(v), None, f"a value (as {coef} is present)", found="an empty cell or NaN")
+            t.check(name, ~has & ~np.isnan(v), v, f"an empty cell (as {coef} is empty)")
+    s, chi2 = scalars["standard_deviation"], scalars["chi_squared"]
+    t.check(coef, has[:, None] & ~np.isfinite(c), c, "finite values")
+    t.check(f"{band}_coefficient_errors", has[:, None] & ~(np.isfinite(e) & (e > 0)), e, "finite errors > 0")
+    t.check(f"{band}_coefficient_correlations", has[:, None] & ~(np.abs(r) <= 1), r, "values in [-1, 1]")
+    t.check(f"{band}_standard_deviation", has & ~(np.isfinite(s) & (s > 0)), s, "a finite value > 0")
+    t.check(
+        f"{band}_chi_squared", has & ~np.isnan(chi2) & ~(np.isfinite(chi2) & (chi2 >= 0)), chi2, "a finite value >= 0"
+    )
+    del scalars["n_parameters"]
+    fields = {"coefficients": c, "errors": e, "correlations": r} | scalars
     out = {}
     for name, v in fields.items():
         keep = has.reshape(-1, *([1] * (v.ndim - 1)))
-        out[name] = np.where(keep, v, np.nan if v.dtype.kind == "f" else 0)
+        if name in ("degrees_of_freedom", "n_measurements", "n_relevant_bases"):
+            out[name] = np.where(keep & ~np.isnan(v), v, 0).astype(np.int64)
+        else:
+            out[name] = np.where(keep, v, np.nan)
     return out | {"present": has}
 
 
@@ -286,26 +332,199 @@ def _guess_format(path: Path, format: str | None) -> str:
     return _SUFFIXES[suffixes[-1]]
 
 
+try:
+    from lzma import LZMAError as _LZMAError
+except ImportError:  # a Python built without lzma reads no .xz file either
+    _LZMAError = OSError
+
+# what gzip, bz2 and lzma raise on a damaged stream
+_DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, _LZMAError)
+# astropy.io.fits only warns when the file is longer or shorter than its headers say
+_FITS_DAMAGE = re.compile(r"File may have been truncated|extra padding|extra bytes after the last HDU")
+
+
 def _read_table(path: Path, fmt: str) -> Table:
-    """``Table.read`` that names the file on failure.
+    """``Table.read`` that names the file on failure and refuses what astropy would silently drop or pad.
 
     Warnings are recorded while astropy reads, so that under ``-W error`` a damaged
     file still ends in astropy's own error (with its files closed), whose message we
     extend with the warnings (e.g. "File may have been truncated").  After a
-    successful read they are issued again unchanged.
+    successful read they are issued again unchanged, except the FITS warnings that
+    the file's length does not match its headers, which are an error here.
+
+    astropy's csv reader pads a short row with masked cells and may drop a row cut
+    inside a quoted field, its VOTable reader stops without a word at a binary row cut
+    short, and its FITS reader never checks a gzip checksum: :func:`_check_text`,
+    :func:`_check_votable_streams` and :func:`_check_compressed` check the file
+    independently.
     """
+    rows = _check_text(path, fmt) if fmt in ("csv", "ecsv") else None
+    if fmt == "fits":
+        _check_compressed(path, fmt)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             table = Table.read(path, format=_FORMATS[fmt])
-        except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:
+        except MemoryError:
+            raise
+        except Exception as exc:  # astropy's readers raise almost any type on a damaged file (AttributeError, ...)
             notes = "".join(f"; {w.message}" for w in caught)
             raise ValueError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc}{notes})") from exc
+    if fmt == "fits":
+        damage = [str(w.message) for w in caught if _FITS_DAMAGE.search(str(w.message))]
+        if damage:
+            raise ValueError(f"{path}: cannot read as fits: the file does not match its headers ({'; '.join(damage)})")
+    if fmt == "votable":
+        _check_votable_streams(path)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if len(table) == 0:
         raise ValueError(f"{path}: no rows (expected at least one source)")
+    if rows is not None and rows != len(table):
+        raise ValueError(
+            f"{path}: expected {rows} rows (the data lines of the file), found {len(table)} in the table read"
+        )
     return table
+
+
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
+
+
+def _check_compressed(path: Path, fmt: str) -> None:
+    """Decompress a compressed file to its end, so that its checksum is verified.
+
+    astropy.io.fits reads a gzip file only as far as the headers say and never reaches
+    the gzip checksum, so a damaged ``.fits.gz`` would be read without complaint (the
+    text and VOTable readers read to the end, where gzip checks it).
+    """
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith(_COMPRESSED):
+        return
+    try:
+        with get_readable_fileobj(str(path), encoding="binary") as raw:
+            while raw.read(1 << 22):
+                pass
+    except (*_DECOMPRESS_ERRORS, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from exc
+
+
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+_LINE_ENDS = ("\n", "\r")
+
+
+def _check_text(path: Path, fmt: str) -> int | None:
+    """csv: the number of data rows, each with a line end and as many fields as the header; ecsv: a line end at the end.
+
+    A quoted field may not span lines (the archive writes one source per line).
+    """
+    fields, rows, number, line = None, 0, 0, ""
+    try:
+        with get_readable_fileobj(str(path), encoding="binary") as raw:
+            lines = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+            for number, line in enumerate(lines, 1):
+                if fmt != "csv" or not line.strip():
+                    continue
+                where = f"{path}: {'the header' if fields is None else f'row {rows}'} (line {number})"
+                bare = _QUOTED.sub("", line)
+                if '"' in bare:
+                    end = "line" if line.endswith(_LINE_ENDS) else "file (the file is cut short)"
+                    raise ValueError(f"{where}: expected a closing quote, found the end of the {end}")
+                if fields is None:
+                    fields = bare.count(",") + 1
+                elif bare.count(",") + 1 != fields:
+                    raise ValueError(
+                        f"{where}: expected {fields} comma-separated fields as in the header, "
+                        f"found {bare.count(',') + 1} (the row is cut short or malformed)"
+                    )
+                else:
+                    rows += 1
+    except _DECOMPRESS_ERRORS as exc:
+        raise ValueError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from exc
+    if line.strip() and not line.endswith(_LINE_ENDS):
+        where = f"row {rows - 1}" if fmt == "csv" and rows else "last line"
+        raise ValueError(
+            f"{path}: {where} (line {number}): expected a line end after the last field, "
+            "found the end of the file (the file is cut short)"
+        )
+    return rows if fmt == "csv" else None
+
+
+# bytes per element of the VOTable datatypes in BINARY/BINARY2 streams ("bit": one per 8 elements)
+_VO_BYTES = {
+    "boolean": 1,
+    "unsignedByte": 1,
+    "short": 2,
+    "int": 4,
+    "long": 8,
+    "char": 1,
+    "unicodeChar": 2,
+    "float": 4,
+    "double": 8,
+    "floatComplex": 8,
+    "doubleComplex": 16,
+    "bit": 0,
+}
+
+
+def _check_votable_streams(path: Path) -> None:
+    """Every inline base64 BINARY/BINARY2 stream ends at a row boundary (astropy drops a cut-off row silently)."""
+    stack, fields = [], []
+    try:
+        with get_readable_fileobj(str(path), encoding="binary") as f:
+            for event, el in ElementTree.iterparse(f, events=("start", "end")):
+                tag = el.tag.rpartition("}")[2]
+                if event == "start":
+                    fields = [] if tag == "TABLE" else fields
+                    stack.append(tag)
+                    continue
+                stack.pop()
+                parent = stack[-1] if stack else None
+                if tag == "FIELD" and parent == "TABLE":
+                    fields.append((el.get("datatype"), el.get("arraysize")))
+                elif tag == "STREAM" and parent in ("BINARY", "BINARY2") and _inline_base64(el):
+                    _walk_binary(path, base64.b64decode(el.text or ""), fields, parent)
+                if tag in ("STREAM", "TR"):
+                    el.clear()
+    except (*_DECOMPRESS_ERRORS, ElementTree.ParseError, binascii.Error) as exc:
+        raise ValueError(f"{path}: cannot read as votable ({type(exc).__name__}: {exc})") from exc
+
+
+def _inline_base64(stream) -> bool:
+    return stream.get("href") is None and stream.get("encoding", "base64") == "base64"
+
+
+def _walk_binary(path: Path, data: bytes, fields: list, kind: str) -> None:
+    """Step through the rows of a decoded stream; a row that runs past the end is an error naming it."""
+    specs = []  # (bytes per element or 0 for bits, fixed elements per value, variable length?)
+    for datatype, arraysize in fields:
+        if datatype not in _VO_BYTES:
+            return  # astropy read it, so this is a type we do not know: leave the check to astropy
+        dims = (arraysize or "1").split("x")
+        variable = dims[-1].endswith("*")
+        try:
+            n = math.prod(int(d.rstrip("*") or 1) for d in (dims[:-1] if variable else dims))
+        except ValueError:
+            return
+        specs.append((_VO_BYTES[datatype], n, variable))
+    pos, row, end = 0, 0, len(data)
+    flags = (len(specs) + 7) // 8 if kind == "BINARY2" else 0
+    while pos < end:
+        pos += flags
+        for size, n, variable in specs:
+            if variable:
+                if pos + 4 > end:
+                    pos = end + 1
+                    break
+                n = n * int.from_bytes(data[pos : pos + 4], "big")
+                pos += 4
+            pos += n * size if size else (n + 7) // 8
+        if pos > end:
+            raise ValueError(
+                f"{path}: row {row}: expected a complete row in the {kind} stream, found the end of the stream "
+                "inside it (the row is cut short or the stream is corrupted)"
+            )
+        row += 1
 
 
 class _Columns:
@@ -315,23 +534,24 @@ class _Columns:
         self.path, self.table, self.n = path, table, len(table)
         self.names = {name.lower(): name for name in table.colnames}
 
-    def fail(self, name: str, message: str, row: int | None = None, error=ValueError):
+    def fail(self, name: str, message: str, row: int | None = None):
         where = ""
         if row is not None:
             sid = np.ma.getdata(self.table[self.names["source_id"]])[row] if "source_id" in self.names else "?"
             where = f", row {row} (source_id {sid})"
-        raise error(f"{self.path}: column {name!r}{where}: {message}")
+        raise ValueError(f"{self.path}: column {name!r}{where}: {message}")
 
     def column(self, name: str):
         if name not in self.names:
             self.fail(name, f"required column is missing; found {', '.join(self.table.colnames)}")
         return self.table[self.names[name]]
 
-    def check(self, name: str, bad: np.ndarray, values: np.ndarray | None, expected: str) -> None:
-        """Fail at the first ``bad`` entry, quoting ``values`` there (None: the cell is empty)."""
+    def check(self, name: str, bad: np.ndarray, values, expected: str, found: str | None = None) -> None:
+        """Fail at the first ``bad`` entry, quoting ``values`` there (or ``found``; None: the cell is empty)."""
         if np.any(bad):
             first = tuple(int(i) for i in np.argwhere(bad)[0])
-            found = "an empty cell" if values is None else f"{float(values[first]):.8g}"
+            if found is None:
+                found = "an empty cell" if values is None else f"{float(values[first]):.8g}"
             element = f" at element {first[1]}" if len(first) > 1 else ""
             self.fail(name, f"expected {expected}, found {found}{element}", row=first[0])
 
@@ -341,26 +561,40 @@ class _Columns:
             self.fail("source_id", "expected an id in every row, found empty cells")
         data = np.asarray(np.ma.getdata(col))
         if data.dtype.kind not in "iu":
-            self.fail("source_id", f"expected integers, found dtype {data.dtype}", error=TypeError)
+            self.fail("source_id", f"expected integers, found dtype {data.dtype}")
         return data.astype(np.int64)
 
+    def rounded(self, name: str, values: np.ndarray, dtype) -> np.ndarray:
+        """``values`` (float64) rounded through the archive's ``dtype``; a finite value beyond its range is an error."""
+        with np.errstate(over="ignore"):
+            out = values.astype(dtype).astype(np.float64)
+        self.check(
+            name, np.isfinite(values) & ~np.isfinite(out), values, f"values within the range of {np.dtype(dtype)}"
+        )
+        return out
+
     def scalars(self, name: str, dtype, required: bool = True) -> np.ndarray:
-        """Float64 values rounded through the archive's ``dtype``; NaN where empty."""
+        """Float64 values rounded through the archive's ``dtype``; NaN where empty (or if not ``required``, absent)."""
         if not required and name not in self.names:
             return np.full(self.n, np.nan)
         col = self.column(name)
         mask = np.ma.getmaskarray(col)
         data = np.asarray(np.ma.getdata(col))
+        if data.ndim != 1:
+            self.fail(name, f"expected one number per row, found a column of shape {data.shape}")
         out = np.full(self.n, np.nan)
         try:
-            out[~mask] = data[~mask].astype(dtype)
+            out[~mask] = data[~mask].astype(np.float64)
         except (TypeError, ValueError):
-            self.fail(name, f"expected numbers, found {data[~mask][:1]} (dtype {data.dtype})", error=TypeError)
-        return out
+            self.fail(name, f"expected numbers, found {data[~mask][:1]} (dtype {data.dtype})")
+        return self.rounded(name, out, dtype)
 
-    def counts(self, name: str) -> np.ndarray:
+    def counts(self, name: str, *, low: int = 0, high: int = _MAX_COUNT) -> np.ndarray:
+        """An optional count column as float64: integers in ``[low, high]``, NaN where empty or absent."""
         values = self.scalars(name, np.float64, required=False)
-        return np.where(np.isfinite(values), values, 0).astype(np.int64)
+        ok = np.isnan(values) | ((values >= low) & (values <= high) & (values == np.round(values)))
+        self.check(name, ~ok, values, f"an integer in [{low}, {high}]" if low < high else f"{low}")
+        return values
 
     def arrays(self, name: str, size: int, dtype) -> tuple[np.ndarray, np.ndarray]:
         """``(values (n, size) float64 rounded through dtype, present (n,) bool)``."""
@@ -382,31 +616,34 @@ class _Columns:
                 if values.size != size:
                     self.fail(name, f"expected {size} values, found {values.size}", row=i)
                 out[i], present[i] = values, True
-        return out.astype(dtype).astype(np.float64), present
+        return self.rounded(name, out, dtype), present
 
     def _parse(self, cell, name: str, row: int) -> np.ndarray | None:
         """One cell as a float64 array, or None when empty; strings like ``(1, 2)`` or ``[1, 2]``."""
         if isinstance(cell, bytes):
             cell = cell.decode("utf-8", errors="replace")
         if isinstance(cell, str):
+            short = cell if len(cell) < 60 else cell[:57] + "..."
             text = cell.strip()
-            if text.startswith(("(", "[")) and text.endswith((")", "]")):
+            closing = {"(": ")", "[": "]"}.get(text[:1])
+            if closing is not None or text.endswith((")", "]")):
+                if closing is None or len(text) < 2 or not text.endswith(closing):
+                    self.fail(name, f"expected an array in (...) or [...], found {short!r}", row=row)
                 text = text[1:-1]
             if text.strip().lower() in ("", "null", "none", "--"):
                 return None
             try:
                 return np.array(text.split(","), dtype=np.float64)
             except ValueError:
-                short = cell if len(cell) < 60 else cell[:57] + "..."
                 self.fail(name, f"expected comma-separated numbers, found {short!r}", row=row)
         if cell is None or (isinstance(cell, float | np.floating) and np.isnan(cell)):
             return None
         if np.ndim(cell) == 0:
-            self.fail(name, f"expected an array, found {cell!r}", row=row, error=TypeError)
+            self.fail(name, f"expected an array, found {cell!r}", row=row)
         values = np.ma.asarray(cell)
         if values.size == 0 or np.ma.getmaskarray(values).all():
             return None
         try:
             return np.ma.filled(values.astype(np.float64), np.nan).ravel()
         except (TypeError, ValueError):
-            self.fail(name, f"expected numbers, found dtype {values.dtype}", row=row, error=TypeError)
+            self.fail(name, f"expected numbers, found dtype {values.dtype}", row=row)
