@@ -202,6 +202,57 @@ def test_masked_pixels_carry_no_weight(data, trained):
     _same_model(cannon.fit((nan, data.ivar), data.labels, progress=False).model, trained.model)
 
 
+def test_a_pixel_masked_in_every_star_gets_no_confidence(data):
+    """Issue 14: predict_spectra claimed flux 0 with ivar ~1e10 at a pixel no training star measured."""
+    ivar = data.ivar.copy()
+    ivar[:, 4] = 0.0
+    model = cannon.fit((data.flux, ivar), data.labels, progress=False).model
+    assert np.all(np.asarray(model.theta)[4] == 0)
+    pred = cannon.predict_spectra(model, data.labels[:5])
+    assert np.all(np.asarray(pred.spectra.ivar)[:, 4] < 1e-2) and np.all(np.isfinite(pred.spectra.ivar))
+    wild = data.flux[:20].copy()
+    wild[:, 4] = 1e3
+    a = cannon.predict_labels(model, (wild, data.ivar[:20]), progress=False)
+    b = cannon.predict_labels(model, (data.flux[:20], data.ivar[:20]), progress=False)
+    np.testing.assert_allclose(a.labels.values, b.labels.values, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("flux_ivar", "labels", "match"),
+    [
+        ("masked", "ok", "^spectra: expected at least one measured pixel"),
+        ("ok", "missing", "^labels: expected at least one measured label"),
+        ("ok", "one column missing", r"^labels: expected every label measured for at least one star"),
+        ("empty", "empty", "^spectra: expected at least one star"),
+    ],
+)
+def test_fit_refuses_data_it_cannot_learn_from(data, flux_ivar, labels, match):
+    """Issue 14: every pixel masked was blamed on the labels; an empty set on Q."""
+    f, iv, lab = data.flux, data.ivar, data.labels.copy()
+    if flux_ivar == "masked":
+        iv = np.zeros_like(iv)
+    if flux_ivar == "empty":
+        f, iv, lab = f[:0], iv[:0], lab[:0]
+    if labels == "missing":
+        lab[:] = np.nan
+    if labels == "one column missing":
+        lab[:, 1] = np.nan
+    with pytest.raises(ValueError, match=match):
+        cannon.fit((f, iv), lab, progress=False)
+
+
+def test_verbs_refuse_another_grid_or_zero_stars(data, trained):
+    """Issue 14: a spectrum on another wavelength grid was read as if on the model's."""
+    wave = np.linspace(15100.0, 15200.0, N_PIX)
+    model = cannon.fit(Spectra(data.flux, data.ivar, wave), data.labels, progress=False).model
+    with pytest.raises(ValueError, match="^spectra: wavelength grid differs"):
+        cannon.predict_labels(model, Spectra(data.flux[:3], data.ivar[:3], wave + 1.0), progress=False)
+    with pytest.raises(ValueError, match="^spectra: expected at least one star"):
+        cannon.predict_labels(trained.model, (data.flux[:0], data.ivar[:0]), progress=False)
+    with pytest.raises(ValueError, match="^labels: expected at least one star"):
+        cannon.predict_spectra(trained.model, data.labels[:0])
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 

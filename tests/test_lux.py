@@ -330,6 +330,63 @@ def test_star_with_every_pixel_masked_is_flagged(data, trained):
     assert np.all(np.isfinite(pred.labels.values))
 
 
+def test_pixel_masked_in_every_training_star_carries_no_weight(data):
+    """Issue 14: a pixel no training star measures kept B's random start and steered every prediction."""
+    labels, spectra = data.train
+    ivar = np.asarray(spectra.ivar).copy()
+    ivar[:, 7] = 0.0
+    model = fit(labels, spectra.replace(ivar=ivar)).model
+    assert np.all(np.asarray(model.params.B)[7] == 0)
+    _, test = data.test
+    flux = np.asarray(test.flux).copy()
+    flux[:, 7] = 50.0
+    wild = lux.predict_labels(model, test.replace(flux=flux), progress=False)
+    tame = lux.predict_labels(model, test, progress=False)
+    np.testing.assert_allclose(wild.labels.values, tame.labels.values, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"ivar": 0.0}, "^spectra: expected at least one measured pixel"),
+        ({"label_ivar": 0.0}, "^labels: expected at least one measured label"),
+        (
+            {"label_ivar_column": 1},
+            r"^labels: expected every label measured for at least one star, found none for \['LOGG'\]",
+        ),
+        ({"nan": True}, "^spectra: expected finite values wherever ivar > 0"),
+    ],
+)
+def test_fit_refuses_data_it_cannot_learn_from(data, change, match):
+    """Issue 14: with every pixel masked B stayed at its random start and predictions were unflagged nonsense."""
+    labels, spectra = data.train
+    ivar, label_ivar = np.asarray(spectra.ivar).copy(), np.asarray(labels.ivar).copy()
+    if "ivar" in change:
+        ivar[:] = change["ivar"]
+    if "label_ivar" in change:
+        label_ivar[:] = change["label_ivar"]
+    if "label_ivar_column" in change:
+        label_ivar[:, change["label_ivar_column"]] = 0.0
+    spectra, labels = spectra.replace(ivar=ivar), labels.replace(ivar=label_ivar)
+    if change.get("nan"):
+        flux = np.array(spectra.flux)
+        flux[4, 2] = np.nan
+        object.__setattr__(spectra, "flux", flux)
+    with pytest.raises(ValueError, match=match):
+        fit(labels, spectra)
+
+
+def test_verbs_name_the_spectra_for_a_bare_array_or_zero_stars(data, trained):
+    """Issue 14: ``predict_labels(model, ndarray)`` called the array's rows "spectral outputs"."""
+    _, spectra = data.test
+    with pytest.raises(TypeError, match=r"^spectra: expected Spectra \(or a list of Spectra.*found ndarray"):
+        lux.predict_labels(trained.model, np.asarray(spectra.flux), progress=False)
+    with pytest.raises(ValueError, match="^spectra: expected at least one star, found 0"):
+        lux.predict_labels(trained.model, spectra[:0], progress=False)
+    with pytest.raises(ValueError, match="^labels: expected at least one star, found 0"):
+        lux.predict_spectra(trained.model, data.test[0][:0], progress=False)
+
+
 @pytest.mark.parametrize("n_latents", [len(NAMES), N_TRAIN])
 def test_n_latents_out_of_range_raises(data, n_latents):
     with pytest.raises(ValueError, match="n_latents"):

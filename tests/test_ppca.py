@@ -241,6 +241,22 @@ def test_bad_input():
         ppca.encode(res._asdict(), x)
 
 
+def test_complex_data_and_zero_stars_are_refused():
+    """Issue 14: complex data lost their imaginary part with only a ComplexWarning; zero stars blamed the config."""
+    x, _ = planted(n=50, d=10)
+    with pytest.raises(TypeError, match="^spectra: expected a real numeric array, found dtype complex"):
+        fit(x.astype(np.complex64))
+    with pytest.raises(TypeError, match="^ivar: expected a real numeric array"):
+        fit(x, ivar=np.ones(x.shape, complex))
+    with pytest.raises(ValueError, match="^spectra: expected at least one star, found 0"):
+        fit(x[:0])
+    res = fit(x, max_iter=2)
+    with pytest.raises(ValueError, match="^spectra: expected at least one star, found 0"):
+        ppca.encode(res.model, x[:0], progress=False)
+    with pytest.raises(TypeError, match="^spectra: expected a real numeric array"):
+        ppca.encode(res.model, x.astype(np.complex128), progress=False)
+
+
 def test_nan_in_later_chunks_of_zero_copy_input():
     """Aligned float input is read in place until NaN turn up (mid-way, and in the partial last chunk)."""
     x, _ = planted(n=100, d=40)

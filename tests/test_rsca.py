@@ -271,3 +271,32 @@ def test_doppelganger_rate_equals_loops_with_ties_and_nuisances():
             assert res.per_cluster[i] == hits[cl] / pairs[cl]
     want = sum(np.sum(ids == cl) * hits[cl] / pairs[cl] for cl in hits) / sum(np.sum(ids == cl) for cl in hits)
     assert abs(res.rate - want) < 1e-12
+
+
+def test_non_integral_n_dims_and_bad_max_err_are_refused():
+    """Issue 14: ``n_dims=2.5`` became 2; ``max_err=0`` divided by zero and a negative one acted positive."""
+    zp, zc, ids = _planted(9, n_clusters=3)
+    metric = rsca.fit_from_features(zp, zc, ids)
+    with pytest.raises(TypeError, match="^n_dims"):
+        rsca.embed(metric, zp, n_dims=2.5)
+    with pytest.raises(TypeError, match="^n_dims"):
+        rsca.remove_nuisance_hyperplane(zp, np.full(len(zp), -1), n_dims=1.5)
+    with pytest.raises(TypeError, match="^n_dims"):
+        rsca.top_n_table(zp, zc, ids, n_dims=[1, 2.5])
+    for max_err in (0, 0.0, -0.05):
+        with pytest.raises(ValueError, match=r"^config\.max_err"):
+            rsca.Config(max_err=max_err)
+
+
+def test_transform_names_the_spectra_for_a_pixel_count_other_than_the_fit():
+    """Issue 14: the mismatch blamed ``pixel_mask``, which the caller never passed."""
+    spec, _ = _spectra(3, 170, d=30)
+    ids = np.r_[np.full(150, -1), np.repeat(np.arange(4), 5)]
+    config = rsca.Config(n_components=3, ppca_components=4, ppca_max_iter=10)
+    model = rsca.fit(spec, ids, key=jax.random.key(0), config=config, progress=False).model
+    with pytest.raises(ValueError, match=r"^spectra: expected 30 pixels as in the fit, found 29"):
+        rsca.transform(model, spec[:, :-1], progress=False)
+    with pytest.raises(ValueError, match="^spectra: expected at least one star"):
+        rsca.transform(model, spec[:0], progress=False)
+    with pytest.raises(TypeError, match="^n_dims"):
+        rsca.transform(model, spec, n_dims=2.5, progress=False)

@@ -356,6 +356,32 @@ def test_anomaly_scores(xp, trained):
     assert auc > 0.75, auc
 
 
+def test_a_star_with_nothing_usable_gets_the_prior_and_no_score(xp, trained):
+    """Issue 14: one star with no usable coefficient failed the whole call of every verb."""
+    coef, err, g = np.array(xp.coefficients[:20]), np.array(xp.errors[:20]), np.array(xp.phot_g_mean_flux[:20])
+    coef[4] = np.nan
+    mu, logvar = sv.encode(trained.model, (coef, err), g, progress=False)
+    assert np.all(mu[4] == 0) and np.all(logvar[4] == 0)
+    clean, _ = sv.encode(trained.model, (xp.coefficients[:20], err), g, progress=False)
+    np.testing.assert_array_equal(np.delete(mu, 4, axis=0), np.delete(clean, 4, axis=0))
+    score = sv.anomaly_score(trained.model, (coef, err), g, progress=False)
+    assert np.isnan(score[4]) and np.all(np.isfinite(np.delete(score, 4)))
+    rec = sv.reconstruct(trained.model, (coef, err), g, progress=False)
+    assert np.all(np.isfinite(rec.coefficients)) and np.all(rec.z[4] == 0)
+    assert np.all(np.isnan(sv.normalised_residuals(trained.model, (coef, err), g, progress=False)[4]))
+
+
+def test_keys_and_counts_are_checked_before_any_work(trained):
+    """Issue 14: ``sample(model, key, 2.5)`` and a non-key ``latent_coverage`` key failed late or not at all."""
+    with pytest.raises(TypeError, match="^n: expected an int"):
+        sv.sample(trained.model, jax.random.key(0), 2.5)
+    with pytest.raises(TypeError, match="^key"):
+        sv.sample(trained.model, 3, 2)
+    z = np.random.default_rng(0).normal(size=(50, 2))
+    with pytest.raises(TypeError, match="^key"):
+        sv.latent_coverage(z, z, key=0)
+
+
 def test_io_round_trip(xp, trained, tmp_path):
     path = io.save(tmp_path / "svae", trained.model)
     loaded = io.load(path, family="svae")

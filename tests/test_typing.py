@@ -55,6 +55,8 @@ def test_forward_models_return_what_they_declare():
         labels, flux = lux.decode(model, z)
         assert isinstance(labels, jt.LabelValues) and isinstance(flux, jt.Flux)
         assert labels.shape[:-1] == flux.shape[:-1] == z.shape[:-1]
-    pmodel = ppca.Model(np.zeros(7, np.float32), np.ones((7, 3), np.float32), np.asarray(0.1))
+    pmodel = ppca.Model(
+        np.zeros(7, np.float32), np.ones((7, 3), np.float32), np.asarray(0.1), config=ppca.Config(n_components=3)
+    )
     out = ppca.decode(pmodel, np.ones((4, 3), np.float32))
     assert isinstance(out, jt.Flux) and out.shape == (4, 7)

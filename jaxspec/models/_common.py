@@ -28,7 +28,13 @@ __all__ = [
     "FitResult",
     "LabelPrediction",
     "SpectraPrediction",
+    "check_finite_measured",
+    "check_label_columns",
     "check_last_axis",
+    "check_measured",
+    "check_shapes",
+    "check_stars",
+    "check_tree_shapes",
     "model_dataclass",
     "on_device",
     "static",
@@ -118,6 +124,92 @@ def check_last_axis(x, size: int, name: str):
     if len(shape) == 0 or shape[-1] != size:
         raise ValueError(f"{name}: expected shape (..., {size}), found {shape}")
     return x
+
+
+# -- input checks shared by the fits and verbs (docs/families.md, "Bad input") -------------------
+
+#: Rows per block of the host-side scans below (bounded temporaries for survey-sized inputs).
+_SCAN_ROWS = 4096
+
+
+def check_stars(n: int, name: str) -> int:
+    """``n`` if at least one star, else a ``ValueError`` naming ``name`` (fits and verbs refuse zero stars)."""
+    if n == 0:
+        raise ValueError(f"{name}: expected at least one star, found 0")
+    return n
+
+
+def check_measured(ivar, name: str, what: str = "pixel") -> None:
+    """Refuse a fit in which no entry of ``ivar`` ``(n, L)`` is measured (``ivar > 0``)."""
+    ivar = np.asarray(ivar) if not hasattr(ivar, "shape") else ivar
+    for lo in range(0, ivar.shape[0], _SCAN_ROWS):
+        if np.any(np.asarray(ivar[lo : lo + _SCAN_ROWS]) > 0):
+            return
+    raise ValueError(f"{name}: expected at least one measured {what} (ivar > 0), found every {what} masked")
+
+
+def check_finite_measured(values, ivar, name: str) -> None:
+    """Refuse NaN or inf values where ``ivar > 0``, and a NaN, inf or negative ``ivar`` (a container changed
+    behind its constructor's back).
+
+    The containers store a finite placeholder wherever a value is missing, so a
+    fit or verb reading only ``ivar > 0`` entries never meets NaN; a ``Spectra``
+    or ``Labels`` built with ``_make``, edited with ``object.__setattr__`` or
+    mapped with ``jax.tree.map`` may break that promise: this says where.
+    """
+    for lo in range(0, np.shape(values)[0], _SCAN_ROWS):
+        v, w = np.asarray(values[lo : lo + _SCAN_ROWS]), np.asarray(ivar[lo : lo + _SCAN_ROWS])
+        bad_w = ~(np.isfinite(w) & (w >= 0))
+        if bad_w.any():
+            star, col = np.argwhere(bad_w)[0]
+            raise ValueError(
+                f"{name}: expected ivar finite and >= 0, found {w[star, col]} at star {lo + star}, column {col} "
+                "(build the container with its constructor, which checks it)"
+            )
+        bad = ~np.isfinite(v) & (w > 0)
+        if bad.any():
+            star, col = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{name}: expected finite values wherever ivar > 0, found {v[star, col]} at star {lo + star}, "
+                f"column {col} (build the container with its constructor, which masks NaN)"
+            )
+
+
+def check_label_columns(ivar, names, name: str = "labels") -> None:
+    """Refuse training labels of which a column is never measured (nothing to learn it from)."""
+    seen = np.any(np.asarray(ivar) > 0, axis=0)
+    if not seen.any():
+        raise ValueError(f"{name}: expected at least one measured label (ivar > 0), found every label missing")
+    if not seen.all():
+        never = [n for n, ok in zip(names, seen, strict=True) if not ok]
+        raise ValueError(f"{name}: expected every label measured for at least one star, found none for {never}")
+
+
+def check_shapes(owner: str, **fields: tuple[Any, tuple]) -> None:
+    """Refuse fields whose shape is not the one the others imply: ``name=(array or None, shape)``.
+
+    A model's ``__post_init__`` calls this so that a model file whose arrays do
+    not fit together fails in ``io.load`` (naming the file), not later in a verb.
+    ``None`` arrays (optional fields) are skipped.
+    """
+    bad = [f"{n} {np.shape(a)} (expected {s})" for n, (a, s) in fields.items() if a is not None and np.shape(a) != s]
+    if bad:
+        raise ValueError(f"{owner}: shapes that do not fit together: {', '.join(bad)}")
+
+
+def check_tree_shapes(owner: str, name: str, found, expected) -> None:
+    """Refuse a pytree of arrays ``found`` whose structure or leaf shapes differ from ``expected``
+    (a pytree of anything with a ``shape``, e.g. ``jax.eval_shape`` of the initialiser)."""
+    paths = dict(jax.tree_util.tree_flatten_with_path(found)[0])
+    want = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
+    if paths.keys() != want.keys():
+        missing = sorted(jax.tree_util.keystr(k) for k in want.keys() - paths.keys())
+        extra = sorted(jax.tree_util.keystr(k) for k in paths.keys() - want.keys())
+        raise ValueError(f"{owner}: {name} is not the network its config builds: missing {missing}, unexpected {extra}")
+    check_shapes(
+        owner,
+        **{f"{name}{jax.tree_util.keystr(k)}": (paths[k], tuple(v.shape)) for k, v in want.items()},
+    )
 
 
 # -- models as pytrees ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def n_terms(n_labels: int) -> int:
     return 1 + n_labels + n_labels * (n_labels + 1) // 2
 
 
-@io.register("cannon.Config")
+@io.register("cannon.Config", arrays={})
 @dataclasses.dataclass(frozen=True)
 class Config:
     """How :func:`jaxspec.models.cannon.fit` trains (defaults: converged on the mock surveys in a few iterations).
@@ -43,7 +43,17 @@ class Config:
         check_float(self.tol, "config.tol", low=0.0, open_low=True)
 
 
-@io.register("cannon.Model", family="cannon")
+@io.register(
+    "cannon.Model",
+    family="cannon",
+    arrays={
+        "theta": io.Array(2),
+        "scatter": io.Array(1),
+        "pivot": io.Array(1),
+        "scale": io.Array(1),
+        "wavelength": io.Array(1, optional=True),
+    },
+)
 @model_dataclass
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:

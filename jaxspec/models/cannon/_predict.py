@@ -91,7 +91,7 @@ def normalised_residuals(model: Model, spectra, labels) -> np.ndarray:
     NaN where ``ivar == 0`` and on rows of stars with a missing label.
     """
     _check_model(model)
-    flux, ivar = spectra_arrays(spectra, model.n_pix)
+    flux, ivar = spectra_arrays(spectra, model.n_pix, model.wavelength)
     values, _ = label_values(labels, model.label_names)
     if values.shape[0] != flux.shape[0]:
         raise ValueError(f"labels: expected {flux.shape[0]} stars (as spectra), found {values.shape[0]}")
@@ -147,7 +147,7 @@ def predict_labels(
     options = FitOptions() if options is None else options
     if not isinstance(options, FitOptions):
         raise TypeError(f"options: expected FitOptions, found {type(options).__name__}")
-    flux, ivar = spectra_arrays(spectra, model.n_pix)
+    flux, ivar = spectra_arrays(spectra, model.n_pix, model.wavelength)
     pivot, scale = np.asarray(model.pivot, np.float64), np.asarray(model.scale, np.float64)
     m = pivot.shape[0]
     z0 = np.zeros(m)

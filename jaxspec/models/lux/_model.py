@@ -12,13 +12,13 @@ import numpy as np
 from jaxspec import io
 from jaxspec.data._checks import check_float, check_int
 from jaxspec.data.preprocess import Standardizer
-from jaxspec.models._common import check_last_axis, model_dataclass, static
+from jaxspec.models._common import check_last_axis, check_shapes, model_dataclass, static
 from jaxspec.typing import Flux, LabelValues, Latents
 
 __all__ = ["Config", "Model", "Params", "decode"]
 
 
-@io.register("lux.Config")
+@io.register("lux.Config", arrays={})
 @dataclasses.dataclass(frozen=True)
 class Config:
     r"""How :func:`jaxspec.models.lux.fit` trains.  Defaults are the paper's (Horta et al. 2025, Sec. 2.3).
@@ -65,7 +65,7 @@ class Config:
                 raise TypeError(f"config.{name}: expected a bool, found {getattr(self, name)!r}")
 
 
-@io.register("lux.Params")
+@io.register("lux.Params", arrays={"A": io.Array(2), "B": io.Array(2), "ln_s": io.Array(1)})
 class Params(NamedTuple):
     """Trained parameters: ``A`` ``(M, P)`` (standardised labels), ``B`` ``(L, P)`` (flux), ``ln_s`` ``(L,)``."""
 
@@ -84,7 +84,19 @@ def _upgrade(fields: dict, version: int) -> dict:
     return fields
 
 
-@io.register("lux.Model", family="lux", version=2, upgrade=_upgrade)
+@io.register(
+    "lux.Model",
+    family="lux",
+    version=2,
+    upgrade=_upgrade,
+    arrays={
+        "label_scatter": io.Array(1, optional=True),
+        "latent_mean": io.Array(1, optional=True),
+        "latent_cov": io.Array(2, optional=True),
+        "wavelengths": io.Array(1, nested=True),
+        "label_masks": io.Array(2, kind="b", optional=True),
+    },
+)
 @model_dataclass
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:
@@ -138,6 +150,19 @@ class Model:
             )
         if sum(len(w) for w in self.wavelengths) != n_pix:
             raise ValueError(f"wavelengths: expected grids of {n_pix} pixels in all, found {self.n_pix}")
+        if not isinstance(self.label_scaler, Standardizer):
+            raise TypeError(f"label_scaler: expected a Standardizer, found {type(self.label_scaler).__name__}")
+        check_shapes(
+            "lux.Model",
+            **{
+                "label_scaler.center": (self.label_scaler.center, (m,)),
+                "label_scaler.scale": (self.label_scaler.scale, (m,)),
+                "label_scatter": (self.label_scatter, (m,)),
+                "latent_mean": (self.latent_mean, (p,)),
+                "latent_cov": (self.latent_cov, (p, p)),
+                "label_masks": (self.label_masks, (m, n_pix)),
+            },
+        )
 
     @property
     def n_latents(self) -> int:

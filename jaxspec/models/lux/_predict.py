@@ -34,7 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.data.containers import Labels, Spectra, default_float
-from jaxspec.models._common import CHUNK_SIZE, LabelPrediction, SpectraPrediction
+from jaxspec.models._common import (
+    CHUNK_SIZE,
+    LabelPrediction,
+    SpectraPrediction,
+    check_finite_measured,
+    check_stars,
+)
 from jaxspec.models.lux._model import Model
 from jaxspec.optim.latents import FitOptions, GaussianPrior, LatentFit, fit_latents
 from jaxspec.optim.scatter import flux_weights_np
@@ -58,6 +64,10 @@ def as_outputs(spectra, n_stars: int | None, model: Model | None, arg: str = "sp
     (when given) fixes the number of outputs and their grids; a ``None``
     output is then all-masked.
     """
+    if not (isinstance(spectra, Spectra | list | tuple) or spectra is None):
+        raise TypeError(
+            f"{arg}: expected Spectra (or a list of Spectra, one per spectral output), found {type(spectra).__name__}"
+        )
     items = [spectra] if isinstance(spectra, Spectra) or spectra is None else list(spectra)
     if model is not None and len(items) != len(model.wavelengths):
         raise ValueError(
@@ -69,6 +79,7 @@ def as_outputs(spectra, n_stars: int | None, model: Model | None, arg: str = "sp
         if s is not None and not isinstance(s, Spectra):
             raise TypeError(f"{arg}[{i}]: expected Spectra, found {type(s).__name__}")
     n = n_stars if n_stars is not None else next(s.n_stars for s in items if s is not None)
+    check_stars(n, arg)
     dtype = default_float()
     flux, ivar, waves = [], [], []
     for i, s in enumerate(items):
@@ -87,6 +98,7 @@ def as_outputs(spectra, n_stars: int | None, model: Model | None, arg: str = "sp
                     f"{arg}[{i}]: wavelength grid differs from the model's ({want[0]:.3f}-{want[-1]:.3f} A); "
                     "resample the spectra onto the training grid first"
                 )
+        check_finite_measured(s.flux, s.ivar, f"{arg}[{i}]" if len(items) > 1 else arg)
         flux.append(np.asarray(s.flux, dtype))
         ivar.append(np.asarray(s.ivar, dtype))
         waves.append(np.asarray(s.wavelength if s.wavelength is not None else np.arange(s.n_pix), np.float64))
@@ -98,6 +110,8 @@ def check_labels(labels, model: Model) -> Labels:
     """``labels`` with the model's names in the model's order."""
     if not isinstance(labels, Labels):
         raise TypeError(f"labels: expected Labels, found {type(labels).__name__}")
+    check_stars(labels.n_stars, "labels")
+    check_finite_measured(labels.values, labels.ivar, "labels")
     if tuple(labels.names) != model.label_names:
         missing = [n for n in model.label_names if n not in labels.names]
         if missing:

@@ -38,7 +38,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxspec.data._checks import check_key
+from jaxspec.data._checks import check_int, check_key
 from jaxspec.data.containers import Labels, Spectra
 from jaxspec.models import lux
 from jaxspec.models.lux._predict import as_outputs
@@ -143,6 +143,9 @@ def fold_indices(key: jax.Array, n_stars: int, n_folds: int) -> tuple[np.ndarray
     Returns a tuple of ``n_folds`` sorted int arrays (sizes differ by at most
     one) that together hold every star exactly once.
     """
+    check_key(key)
+    n_stars = check_int(n_stars, "n_stars", minimum=0)
+    check_int(n_folds, "n_folds")
     if not 2 <= n_folds <= n_stars:
         raise ValueError(f"n_folds: expected 2 <= n_folds <= n_stars = {n_stars}, found {n_folds}")
     perm = np.asarray(jax.random.permutation(key, n_stars))

@@ -56,7 +56,11 @@ from jaxspec.models._common import (
     CHUNK_SIZE,
     FitResult,
     LabelPrediction,
+    check_label_columns,
     check_last_axis,
+    check_measured,
+    check_shapes,
+    check_tree_shapes,
     model_dataclass,
     on_device,
     static,
@@ -96,7 +100,14 @@ def _graphdef(n_in: int, hidden: tuple, n_out: int, dtype: str):
     return nnx.split(abstract)[0]
 
 
-@io.register("lux.mlp.Config")
+@functools.lru_cache(maxsize=32)
+def _net_shapes(n_in: int, hidden: tuple, n_out: int, dtype: str) -> dict:
+    """The shapes of the MLP's weights for these sizes (``jax.ShapeDtypeStruct`` leaves; nothing allocated)."""
+    build = lambda: nnx.to_pure_dict(nnx.state(_ResidualMLP(n_in, hidden, n_out, dtype=dtype, rngs=nnx.Rngs(0))))  # noqa: E731
+    return jax.eval_shape(build)
+
+
+@io.register("lux.mlp.Config", arrays={})
 @dataclasses.dataclass(frozen=True)
 class Config:
     """How :func:`fit` trains the MLP output.
@@ -135,7 +146,7 @@ class Config:
             check_int(self.batch_size, "config.batch_size", minimum=1)
 
 
-@io.register("lux.mlp.Params")
+@io.register("lux.mlp.Params", arrays={"skip": io.Array(2), "net": io.Array((1, 2), nested=True)})
 class Params(NamedTuple):
     r"""Trained parameters of :math:`g`: ``skip`` ``(n_out, P)`` (the matrix ``C``) and ``net``.
 
@@ -154,7 +165,13 @@ def _upgrade(fields: dict, version: int) -> dict:
     return fields
 
 
-@io.register("lux.mlp.Model", family="lux_mlp", version=2, upgrade=_upgrade)
+@io.register(
+    "lux.mlp.Model",
+    family="lux_mlp",
+    version=2,
+    upgrade=_upgrade,
+    arrays={"z_center": io.Array(1), "z_scale": io.Array(1)},
+)
 @model_dataclass
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:
@@ -182,6 +199,20 @@ class Model:
             raise TypeError(f"lux: expected a lux.Model, found {type(self.lux).__name__}")
         if not isinstance(self.config, Config):
             raise TypeError(f"config: expected a lux.mlp.Config, found {type(self.config).__name__}")
+        if not isinstance(self.params, Params):
+            raise TypeError(f"params: expected lux.mlp.Params, found {type(self.params).__name__}")
+        p = self.lux.n_latents
+        n_out = len(self.lux.label_names) if self.config.output == "labels" else sum(self.lux.n_pix)
+        check_shapes(
+            "lux.mlp.Model",
+            z_center=(self.z_center, (p,)),
+            z_scale=(self.z_scale, (p,)),
+            **{"params.skip": (self.params.skip, (n_out, p))},
+        )
+        dtype = np.dtype(self.params.skip.dtype).name
+        check_tree_shapes(
+            "lux.mlp.Model", "params.net", self.params.net, _net_shapes(p, self.config.hidden, n_out, dtype)
+        )
 
     @property
     def output(self) -> str:
@@ -273,6 +304,9 @@ def fit(
     if np.shape(base.aux["z"])[0] != n:
         raise ValueError(f"labels: expected {np.shape(base.aux['z'])[0]} stars as in base.aux['z'], found {n}")
     flux, ivar, _ = as_outputs(spectra, n, linear)
+    check_measured(ivar, "spectra")
+    if config.output == "labels":
+        check_label_columns(labels.ivar, labels.names)
     dtype = default_float()
 
     if config.output == "labels":

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.data.containers import Spectra
+from jaxspec.models._common import check_stars
 
 _DENSE_FRACTION = 0.1  # above this fraction of missing entries the dense per-star layout is used
 _SCAN_THREADS = 2  # threads scanning the data: numpy releases the GIL, so two overlap the copy of one chunk
@@ -54,6 +55,10 @@ def _inputs(data, ivar, mask):
     data, ivar, mask = (np.asarray(a) if isinstance(a, jax.Array) else a for a in (data, ivar, mask))
     if not hasattr(data, "shape") or len(data.shape) != 2:
         raise ValueError(f"spectra: expected a 2-D array (n_stars, n_pix), found {getattr(data, 'shape', type(data))}")
+    check_stars(data.shape[0], "spectra")
+    for name, arr in (("spectra", data), ("ivar", ivar)):
+        if arr is not None and np.dtype(arr.dtype).kind not in "biuf":
+            raise TypeError(f"{name}: expected a real numeric array, found dtype {arr.dtype}")
     for name, arr in (("ivar", ivar), ("mask", mask)):
         if arr is not None and tuple(arr.shape) != tuple(data.shape):
             raise ValueError(f"{name}: expected shape {tuple(data.shape)} like spectra, found {tuple(arr.shape)}")

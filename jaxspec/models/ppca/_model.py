@@ -10,7 +10,7 @@ import numpy as np
 
 from jaxspec import io
 from jaxspec.data._checks import check_choice, check_float, check_int
-from jaxspec.models._common import check_last_axis, model_dataclass, static
+from jaxspec.models._common import check_last_axis, check_shapes, model_dataclass, static
 from jaxspec.typing import Flux, Latents
 
 __all__ = ["EM_CHUNK", "Config", "Model", "decode"]
@@ -20,7 +20,7 @@ __all__ = ["EM_CHUNK", "Config", "Model", "decode"]
 EM_CHUNK = 512
 
 
-@io.register("ppca.Config")
+@io.register("ppca.Config", arrays={})
 @dataclasses.dataclass(frozen=True)
 class Config:
     r"""How :func:`jaxspec.models.ppca.fit` fits.
@@ -54,7 +54,16 @@ class Config:
         check_int(self.chunk_size, "config.chunk_size", minimum=1)
 
 
-@io.register("ppca.Model", family="ppca")
+@io.register(
+    "ppca.Model",
+    family="ppca",
+    arrays={
+        "mean": io.Array(1),
+        "loadings": io.Array(2),
+        "noise_variance": io.Array(0),
+        "ivar_scale": io.Array(0, optional=True),
+    },
+)
 @model_dataclass
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:
@@ -88,6 +97,9 @@ class Model:
             )
         if not isinstance(self.config, Config):
             raise TypeError(f"config: expected a ppca.Config, found {type(self.config).__name__}")
+        check_shapes(
+            "ppca.Model", loadings=(self.loadings, (d, self.config.n_components)), ivar_scale=(self.ivar_scale, ())
+        )
 
     @property
     def n_components(self) -> int:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxspec.data._checks import finite_2d, int_ids
+from jaxspec.data._checks import check_int, finite_2d, int_ids
 from jaxspec.models.rsca._doppelganger import (
     DoppelgangerResult,
     check_nuisances,
@@ -46,7 +46,10 @@ def _loo(field_feats, cluster_feats, cluster_ids, nuis, ns_req):
     zc = finite_2d(cluster_feats, "cluster_feats")
     ids = int_ids(cluster_ids, zc.shape[0], "cluster_ids")
     k = zp.shape[1]
-    ns = np.array([k] if ns_req is None else ns_req, dtype=np.int64).reshape(-1)
+    raw = np.asarray([k] if ns_req is None else ns_req).reshape(-1)
+    if raw.size and raw.dtype.kind not in "iu":  # 2.5 must not become 2
+        raise TypeError(f"n_dims: expected ints, found {raw.tolist()}")
+    ns = raw.astype(np.int64)
     if ns.size == 0 or ns.min() < 1 or ns.max() > k:
         raise ValueError(f"n_dims: expected values in 1..{k}, found {ns.tolist()}")
     nf, nc, tol = check_nuisances(*nuis, zp.shape[0], zc.shape[0])
@@ -148,8 +151,7 @@ def remove_nuisance_hyperplane(features, groups, *, n_dims: int) -> NuisanceRemo
     x = finite_2d(features, "features")
     g = int_ids(groups, x.shape[0], "groups")
     k = x.shape[1]
-    if not 1 <= int(n_dims) < k:
-        raise ValueError(f"n_dims: expected 1 <= n_dims < {k}, found {n_dims}")
+    n_dims = check_int(n_dims, "n_dims", minimum=1, maximum=k - 1)
     sel = g >= 0
     metric: Metric = fit_from_features(x, x[sel], g[sel])
     fwd = metric.sphere @ metric.rotation

@@ -11,14 +11,22 @@ from jaxspec import io
 from jaxspec.data._checks import check_float, check_int, check_key, int_ids
 from jaxspec.data.containers import Spectra
 from jaxspec.models import ppca
-from jaxspec.models._common import CHUNK_SIZE, FitResult, model_dataclass, on_device, static
+from jaxspec.models._common import (
+    CHUNK_SIZE,
+    FitResult,
+    check_shapes,
+    check_stars,
+    model_dataclass,
+    on_device,
+    static,
+)
 from jaxspec.models.rsca._metric import Metric, embed, fit_from_features
 from jaxspec.typing import Key
 
 __all__ = ["Config", "InterstellarMask", "Model", "fit", "interstellar_mask", "transform"]
 
 
-@io.register("rsca.Config")
+@io.register("rsca.Config", arrays={})
 @dataclasses.dataclass(frozen=True)
 class Config:
     """How :func:`fit` builds the metric.  Defaults: the paper's (de Mijolla & Ness 2021, sec. 3).
@@ -71,7 +79,7 @@ def _upgrade(fields: dict, version: int) -> dict:
     return {"ppca": step1, "metric": fields["metric"], "pixel_mask": fields["pixel_mask"], "config": config}
 
 
-@io.register("rsca.Model", family="rsca", version=2, upgrade=_upgrade)
+@io.register("rsca.Model", family="rsca", version=2, upgrade=_upgrade, arrays={"pixel_mask": io.Array(1, kind="b")})
 @model_dataclass
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:
@@ -105,6 +113,14 @@ class Model:
         d = np.shape(self.ppca.mean)[0]
         if np.shape(self.pixel_mask) != (d,) or np.asarray(self.pixel_mask).dtype != bool:
             raise ValueError(f"pixel_mask: expected a bool array ({d},), found {np.shape(self.pixel_mask)}")
+        k = self.config.n_components
+        if self.ppca.n_components < k:
+            raise ValueError(
+                f"rsca.Model: expected a step-1 PPCA of at least {k} components, found {self.ppca.n_components}"
+            )
+        square = ("sphere", "rotation")
+        expected = {n: (v, (k, k) if n in square else (k,)) for n, v in self.metric._asdict().items()}
+        check_shapes("rsca.Model", **{f"metric.{n}": e for n, e in expected.items()})
 
     @property
     def n_components(self) -> int:
@@ -147,6 +163,16 @@ def _flux_and_mask(spectra, max_err, pixel_mask, name, *, lazy=False):
     return flux, miss
 
 
+def _shape(spectra) -> tuple:
+    """The shape ``(n_stars, n_pix)`` of a Spectra or array (a ``TypeError`` naming ``spectra`` for anything else)."""
+    shape = spectra.flux.shape if isinstance(spectra, Spectra) else getattr(spectra, "shape", None)
+    if shape is None:
+        raise TypeError(f"spectra: expected Spectra or a 2-D array (n_stars, n_pix), found {type(spectra).__name__}")
+    if len(shape) != 2:
+        raise ValueError(f"spectra: expected Spectra or a 2-D array (n_stars, n_pix), found shape {tuple(shape)}")
+    return tuple(shape)
+
+
 def _rows(x, rows: np.ndarray):
     """Rows of ``x`` (int indices, sorted): a view when they are one contiguous block (a memory map
     stays a memory map), else a copy."""
@@ -163,6 +189,10 @@ def _select(spectra, rows: np.ndarray):
 
 def _latents(step1: ppca.Model, config: Config, pixel_mask, spectra, *, chunk_size=CHUNK_SIZE, progress=False):
     """The first ``K`` step-1 posterior latents ``(N, K)`` float64 of ``spectra`` (censored as in the fit)."""
+    shape, d = _shape(spectra), np.shape(pixel_mask)[0]
+    check_stars(shape[0], "spectra")
+    if len(shape) == 2 and shape[1] != d:
+        raise ValueError(f"spectra: expected {d} pixels as in the fit, found {shape[1]}")
     flux, miss = _flux_and_mask(spectra, config.max_err, np.asarray(pixel_mask), "spectra")
     z = ppca.encode(step1, flux, mask=miss, chunk_size=chunk_size, progress=progress)
     return np.asarray(z, dtype=np.float64)[:, : config.n_components]
@@ -212,7 +242,7 @@ def fit(
     if not isinstance(config, Config):
         raise TypeError(f"config: expected an rsca.Config, found {type(config).__name__}")
     check_key(key)
-    n_stars = spectra.n_stars if isinstance(spectra, Spectra) else np.shape(spectra)[0]
+    n_stars = check_stars(_shape(spectra)[0], "spectra")
     ids = int_ids(cluster_ids, n_stars, "cluster_ids")
     field_rows, member_rows = np.flatnonzero(ids < 0), np.flatnonzero(ids >= 0)
     if field_rows.size == 0 or member_rows.size == 0:
@@ -246,9 +276,14 @@ def transform(
     model: Model, spectra, n_dims: int | None = None, *, chunk_size: int = CHUNK_SIZE, progress: bool = True
 ) -> np.ndarray:
     """Spectra ``(N, D)`` (Spectra or array, NaN = missing) -> metric space ``(N, K)`` (or the ``n_dims``
-    most discriminating dimensions, sorted): the step-1 posterior latents, then :func:`embed`."""
+    most discriminating dimensions, sorted): the step-1 posterior latents, then :func:`embed`.
+
+    Finite: a star with no observed pixel gets the step-1 prior mean (latents 0) embedded.  Zero stars or a
+    pixel count other than the fit's are a ``ValueError`` naming ``spectra``."""
     if not isinstance(model, Model):
         raise TypeError(f"model: expected an rsca.Model, found {type(model).__name__}")
+    if n_dims is not None:
+        check_int(n_dims, "n_dims", minimum=1, maximum=model.n_components)
     z = _latents(model.ppca, model.config, model.pixel_mask, spectra, chunk_size=chunk_size, progress=progress)
     return embed(model.metric, z, n_dims)
 
@@ -281,6 +316,8 @@ def interstellar_mask(
     low, high : float; n_components : int; threshold : float > 0
     progress : bool
     """
+    check_key(key)
+    check_int(n_components, "n_components", minimum=1)
     flux, miss = _flux_and_mask(spectra, None, None, "spectra")
     a_k = np.asarray(a_k, dtype=np.float64)
     if a_k.shape != (flux.shape[0],):

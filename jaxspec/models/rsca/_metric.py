@@ -12,14 +12,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec import io
-from jaxspec.data._checks import finite_2d, int_ids
+from jaxspec.data._checks import check_int, finite_2d, int_ids
 from jaxspec.metrics import robust_sigma
 from jaxspec.typing import Latents
 
 SIGMA_CLIP = 1e-6  # sigma_clust is clipped to [SIGMA_CLIP, 1 - SIGMA_CLIP]
 
 
-@io.register("rsca.Metric")
+@io.register(
+    "rsca.Metric",
+    arrays={
+        "mean": io.Array(1),
+        "sphere": io.Array(2),
+        "rotation": io.Array(2),
+        "sigma_clust": io.Array(1),
+        "scale": io.Array(1),
+    },
+)
 class Metric(NamedTuple):
     r"""Steps 2-4 of RSCA as arrays (float64).
 
@@ -148,6 +157,4 @@ def embed(metric, feats: Latents, n_dims: int | None = None) -> Latents:
     y = (x - metric.mean) @ metric.matrix
     if n_dims is None:
         return y
-    if not 1 <= int(n_dims) <= y.shape[1]:
-        raise ValueError(f"n_dims: expected 1 <= n_dims <= {y.shape[1]}, found {n_dims}")
-    return y[:, metric.order[: int(n_dims)]]
+    return y[:, metric.order[: check_int(n_dims, "n_dims", minimum=1, maximum=y.shape[1])]]

@@ -28,7 +28,7 @@ _CHECK_ROWS = 4096  # stars read at a time when checking a (memory-mapped) batch
 _COV_ROWS = 1024  # stars per chunk of the full covariances: float64 temporaries of ~100 MB
 
 
-@io.register("svae.Stats")
+@io.register("svae.Stats", arrays={"center": io.Array(1), "scale": io.Array(1)})
 class Stats(NamedTuple):
     """Standardisation of the G-flux-normalised coefficients: ``center`` and ``scale``, float64 ``(110,)``."""
 
@@ -187,6 +187,7 @@ def preprocess(
     *,
     stats: Stats | None = None,
     covariance=False,
+    keep_empty: bool = False,
 ) -> tuple[Batch, Stats]:
     r"""Normalise XP coefficients by the G flux and standardise them (module equations).
 
@@ -208,6 +209,10 @@ def preprocess(
         (XPSpectra only, computed 1024 stars at a time); an array (or memmap):
         that covariance in e-/s squared.  The result takes ``n * 110**2 * 4``
         bytes (48 kB per star in float32): chunk large surveys.
+    keep_empty : bool
+        Keep a star with no usable coefficient (all masked: ``x = 0``,
+        ``sigma = 1``), as the evaluation verbs do; by default it is an error
+        naming the star.
 
     Returns
     -------
@@ -231,7 +236,7 @@ def preprocess(
     g = _g_flux(data, g_flux, n)
     mask = band & np.isfinite(coef) & np.isfinite(err) & (err > 0)
     empty = ~mask.any(axis=1)
-    if empty.any():
+    if empty.any() and not keep_empty:
         raise ValueError(
             f"data: every star needs at least one usable coefficient (finite, error > 0, band present); "
             f"found none for star(s) {np.flatnonzero(empty)[:10].tolist()}"

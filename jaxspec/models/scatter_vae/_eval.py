@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspec.data._checks import check_key
 from jaxspec.data.containers import default_float
 from jaxspec.metrics import robust_sigma
 
@@ -180,7 +181,7 @@ def latent_coverage(
             raise ValueError(f"{name}: expected an int >= 2, found {v!r}")
     if not 0 < level < 1:
         raise ValueError(f"level: expected a value in (0, 1), found {level!r}")
-    key = jax.random.key(0) if key is None else key
+    key = jax.random.key(0) if key is None else check_key(key)
     k_sup, k_all, k_mc = jax.random.split(key, 3)
     center, scale = full.mean(axis=0), full.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)

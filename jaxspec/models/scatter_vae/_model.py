@@ -11,10 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec import io
-from jaxspec.data._checks import check_key
+from jaxspec.data._checks import check_int, check_key
 from jaxspec.data.containers import default_float
-from jaxspec.models._common import CHUNK_SIZE, FitResult, check_last_axis, model_dataclass, on_device, static
-from jaxspec.models.scatter_vae._data import Batch, Stats, _g_flux, check_batch, preprocess
+from jaxspec.models._common import (
+    CHUNK_SIZE,
+    FitResult,
+    check_last_axis,
+    check_shapes,
+    check_tree_shapes,
+    model_dataclass,
+    on_device,
+    static,
+)
+from jaxspec.models.scatter_vae._data import N_COEFF, Batch, Stats, _g_flux, check_batch, preprocess
 from jaxspec.models.scatter_vae._net import (
     Config,
     Params,
@@ -45,7 +54,7 @@ __all__ = [
 ]
 
 
-@io.register("svae.Model", family="svae")
+@io.register("svae.Model", family="svae", arrays={})
 @model_dataclass
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:
@@ -72,6 +81,19 @@ class Model:
                 f"svae.Model: expected Params and Stats, found {type(self.params).__name__}, "
                 f"{type(self.stats).__name__}"
             )
+        check_shapes(
+            "svae.Model",
+            **{"stats.center": (self.stats.center, (N_COEFF,)), "stats.scale": (self.stats.scale, (N_COEFF,))},
+        )
+        shapes = _param_shapes(tuple(int(w) for w in self.config.hidden), int(self.config.latent_dim))
+        check_tree_shapes("svae.Model", "params", self.params, shapes)
+
+
+@functools.lru_cache(maxsize=32)
+def _param_shapes(hidden: tuple, latent_dim: int) -> Params:
+    """The weights' shapes of these sizes (``jax.ShapeDtypeStruct`` leaves; nothing allocated)."""
+    config = Config(hidden=hidden, latent_dim=latent_dim)
+    return jax.eval_shape(functools.partial(init_params, config=config), jax.random.key(0))
 
 
 class Reconstruction(NamedTuple):
@@ -122,7 +144,8 @@ def fit(
     Parameters
     ----------
     data : XPSpectra, MockXP, tuple ``(coefficients, errors)`` or Batch
-        Training stars, coefficients and errors in e-/s.  An already
+        Training stars, coefficients and errors in e-/s (a star with no
+        usable coefficient is left out; none at all is an error).  An already
         standardised :class:`Batch` (e.g. of ``numpy.memmap`` leaves, filled
         chunk by chunk with :func:`preprocess`) streams from the host; it
         needs ``stats`` and is split in order (validation = its last rows).
@@ -158,7 +181,15 @@ def fit(
     else:
         if stats is not None:
             raise ValueError("stats: only for a Batch; for raw data fit computes them")
-        batch, stats = preprocess(data, g_flux, covariance=config.full_covariance)
+        batch, stats = preprocess(data, g_flux, covariance=config.full_covariance, keep_empty=True)
+        used = batch.mask.any(axis=1)
+        if not used.any():
+            raise ValueError(
+                "data: expected at least one star with a usable coefficient (finite, error > 0, band present), "
+                "found none"
+            )
+        if not used.all():  # a star with nothing measured informs nothing: left out, as the other families do
+            batch = Batch(*(None if a is None else a[used] for a in batch))
         shuffle = True
     if config.full_covariance and batch.cov is None:
         raise ValueError("data: config.full_covariance needs a Batch with cov (preprocess(..., covariance=True))")
@@ -206,7 +237,7 @@ def _posterior(config: Config, params: Params, batch: Batch) -> dict:
     gd = graphdefs(config, batch.x.dtype)
 
     def one(star):
-        mu, logvar = encode_star(gd, params, star.x)
+        mu, logvar = _prior_if_empty(star.mask, *encode_star(gd, params, star.x))
         x_hat, s = decode_star(gd, params, mu)
         chi2, logdet, n_used = fit_terms(star.x, star.sigma, star.mask, x_hat, s, star.cov)
         return {
@@ -227,8 +258,14 @@ def _posterior(config: Config, params: Params, batch: Batch) -> dict:
 def _encoded(config: Config, params: Params, batch: Batch) -> dict:
     """Per star: the encoder's posterior only (what :func:`encode` returns; no decoding)."""
     gd = graphdefs(config, batch.x.dtype)
-    mu, logvar = jax.vmap(lambda x: encode_star(gd, params, x))(batch.x)
+    mu, logvar = jax.vmap(lambda x, m: _prior_if_empty(m, *encode_star(gd, params, x)))(batch.x, batch.mask)
     return {"mu": mu, "logvar": logvar}
+
+
+def _prior_if_empty(mask, mu, logvar):
+    """The prior N(0, I) (``mu = logvar = 0``) for a star with no usable coefficient: nothing to encode."""
+    used = jnp.any(mask)
+    return jnp.where(used, mu, 0.0), jnp.where(used, logvar, 0.0)
 
 
 def _evaluate(model: Model, batch: Batch, chunk_size: int, progress: bool, desc: str, fn=None) -> dict:
@@ -249,7 +286,8 @@ def encode(model: Model, data, g_flux=None, *, chunk_size: int = CHUNK_SIZE, pro
 
     ``data`` and ``g_flux`` as in :func:`preprocess` (standardised with the
     model's stats), or a :class:`Batch`.  Stars go through in chunks of
-    ``chunk_size`` (the last padded, so one compilation serves all).
+    ``chunk_size`` (the last padded, so one compilation serves all).  A star
+    with no usable coefficient gets the prior, ``mu = logvar = 0``.
     """
     model = _check_model(model)
     batch = _batch(model, data, g_flux, covariance=False)
@@ -263,7 +301,7 @@ def _batch(model: Model, data, g_flux, *, covariance: bool) -> Batch:
         if covariance and data.cov is None:
             raise ValueError("data: this full-covariance model needs a Batch with cov")
         return data if covariance else data._replace(cov=None)
-    return preprocess(data, g_flux, stats=model.stats, covariance=covariance)[0]
+    return preprocess(data, g_flux, stats=model.stats, covariance=covariance, keep_empty=True)[0]
 
 
 def decode(model: Model, z: Latents) -> tuple[Flux, Flux]:
@@ -283,10 +321,11 @@ def reconstruct(model: Model, data, g_flux=None, *, chunk_size: int = CHUNK_SIZE
     Returns
     -------
     Reconstruction
-        ``coefficients``, ``scatter`` ``(n, 110)`` e-/s and ``z`` ``(n, n_z)``.
+        ``coefficients``, ``scatter`` ``(n, 110)`` e-/s and ``z`` ``(n, n_z)``;
+        a star with no usable coefficient is decoded at the prior mean ``z = 0``.
     """
     model = _check_model(model)
-    batch, _ = preprocess(data, g_flux, stats=model.stats)
+    batch, _ = preprocess(data, g_flux, stats=model.stats, keep_empty=True)
     g = _g_flux(data, g_flux, batch.x.shape[0])[:, None]
     out = _evaluate(model, batch, chunk_size, progress, "reconstruct")
     center, scale = np.asarray(model.stats.center), np.asarray(model.stats.scale)
@@ -302,9 +341,8 @@ def sample(model: Model, key: jax.Array, n: int) -> Reconstruction:
     e-/s); add ``scatter * normal`` for a noisy draw.
     """
     model = _check_model(model)
-    if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n: expected a positive int, found {n!r}")
     check_key(key)
+    n = check_int(n, "n", minimum=1)
     z = np.asarray(jax.random.normal(key, (int(n), model.config.latent_dim), default_float()))
     x_hat, s = (np.asarray(a) for a in decode(model, z))
     center, scale = np.asarray(model.stats.center), np.asarray(model.stats.scale)
@@ -326,7 +364,7 @@ def anomaly_score(
     stars, which hides them from this :math:`\chi^2`; the penalty term of
     ``"elbo"`` charges for that inflation.  On the mock's CEMP-like outliers
     (3000 stars, 30 epochs) the ROC AUC was 0.94 for ``"elbo"`` and 0.49 for
-    ``"chi2"``.
+    ``"chi2"``.  NaN for a star with no usable coefficient (nothing to score).
     """
     model = _check_model(model)
     if kind not in ("chi2", "elbo"):
@@ -335,8 +373,10 @@ def anomaly_score(
     out = _evaluate(model, batch, chunk_size, progress, "anomaly_score")
     n_used = np.maximum(out["n_used"], 1.0)
     if kind == "chi2":
-        return out["chi2"] / n_used
-    return 0.5 * (out["chi2"] + out["logdet"]) / n_used + out["kl"]
+        score = out["chi2"] / n_used
+    else:
+        score = 0.5 * (out["chi2"] + out["logdet"]) / n_used + out["kl"]
+    return np.where(out["n_used"] > 0, score, np.nan)  # nothing measured, nothing to score
 
 
 def normalised_residuals(

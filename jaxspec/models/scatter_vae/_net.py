@@ -43,7 +43,7 @@ SCHEDULES = ("exponential", "cosine", "constant")
 _JITTER_EPS = 8.0  # diagonal jitter of the unit-diagonal full covariance, in machine epsilons (1e-6 in float32)
 
 
-@io.register("svae.Config")
+@io.register("svae.Config", arrays={})
 @dataclasses.dataclass(frozen=True)
 class Config:
     r"""Scatter-VAE sizes and training settings (defaults: Laroche & Speagle 2023).
@@ -122,7 +122,7 @@ class Config:
             raise ValueError(f"config.validation_frac: expected a value in [0, 1), found {self.validation_frac!r}")
 
 
-@io.register("svae.Params")
+@io.register("svae.Params", arrays={net: io.Array((1, 2), nested=True) for net in ("encoder", "decoder", "scatter")})
 class Params(NamedTuple):
     """Network weights, each the NNX state of one MLP as a nested dict (``{"layer_0": {"kernel", "bias"}, ...}``)."""
 
