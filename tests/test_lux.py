@@ -248,6 +248,15 @@ def test_predict_spectra_keeps_wavelength_grid(data, trained):
     np.testing.assert_array_equal(pred.spectra.wavelength, WAVE)
 
 
+def test_predict_spectra_of_a_model_trained_without_a_grid(data, trained):
+    """Its stand-in grid (pixel indices 0, 1, ...) is not a wavelength: the prediction has none (it raised)."""
+    model = dataclasses.replace(trained.model, wavelengths=(np.arange(N_PIX, dtype=np.float64),))
+    pred = lux.predict_spectra(model, data.test[0], progress=False)
+    want = lux.predict_spectra(trained.model, data.test[0], progress=False)
+    assert pred.spectra.wavelength is None
+    np.testing.assert_array_equal(pred.spectra.flux, want.spectra.flux)
+
+
 def test_latents_from_labels_with_empirical_prior_are_the_conditional_mean(data, trained):
     """z | labels under z ~ N(mu, C), labels = A z + noise: mu + C A^T (A C A^T + D)^-1 (l - A mu)."""
     labels, _ = data.test

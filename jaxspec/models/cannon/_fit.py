@@ -10,11 +10,12 @@ from tqdm.auto import tqdm
 from jaxspec.data._checks import check_key
 from jaxspec.data.containers import Spectra
 from jaxspec.data.preprocess import fit_standardizer
-from jaxspec.models._common import FitResult, on_device
+from jaxspec.models._common import FitResult, check_label_columns, check_measured, on_device
 from jaxspec.models.cannon._data import label_values, spectra_arrays
 from jaxspec.models.cannon._model import Config, Model, n_terms
 from jaxspec.models.cannon._predict import design
-from jaxspec.optim.scatter import scatter_step
+from jaxspec.optim._units import check_finite_fit, flux_scale, in_unit, power_of_two, rescaled
+from jaxspec.optim.scatter import LN_S_MAX, scatter_step
 from jaxspec.optim.solvers import weighted_lstsq
 
 __all__ = ["fit"]
@@ -60,7 +61,12 @@ def fit(spectra, labels, *, key=None, config: Config = Config(), progress: bool 
     ----------
     spectra : Spectra or (flux, ivar)
         Arrays ``(N, D)``; ``ivar == 0`` marks a masked pixel (zero weight;
-        its flux is never read, NaN allowed there).
+        its flux is never read, NaN allowed there).  A pixel measured in no
+        training star gets ``theta = 0`` and a scatter of ``e**3`` times the
+        flux rms: the model claims nothing there.  Any flux unit: the fit
+        runs on ``flux / u`` and ``ivar u**2``, ``u`` the power of two nearest
+        the median measured ``|flux|``, and scales ``theta`` and the scatter
+        back (exactly), so data times a constant fit the same up to it.
     labels : Labels or array ``(N, M)``
         Physical units.  A star with any missing label (Labels ``ivar == 0``,
         NaN in an array) or no measured pixel is left out of training.
@@ -82,17 +88,23 @@ def fit(spectra, labels, *, key=None, config: Config = Config(), progress: bool 
     Raises
     ------
     TypeError, ValueError
-        Wrong types or shapes, bad ivar, non-finite measured flux, an
-        infinite label, fewer usable stars than ``Q``, a bad config or key.
+        Wrong types or shapes, zero stars, bad ivar, no measured pixel at
+        all, non-finite measured flux, an infinite label, a label measured for
+        no star, fewer usable stars than ``Q``, a bad config or key; an ivar
+        beyond the float range, or a fit that would leave it (the message
+        names the flux scale).
     """
     if not isinstance(config, Config):
         raise TypeError(f"config: expected a cannon.Config, found {type(config).__name__}")
     if key is not None:
         check_key(key)
+    with np.errstate(over="ignore"):  # an ivar beyond float32 becomes inf here: refused below, naming the scale
+        flux, ivar = spectra_arrays(spectra)
     values, names = label_values(labels)
-    flux, ivar = spectra_arrays(spectra)
     if values.shape[0] != flux.shape[0]:
         raise ValueError(f"labels: expected {flux.shape[0]} stars (as spectra), found {values.shape[0]}")
+    check_measured(ivar, "spectra")
+    check_label_columns(np.isfinite(values), names)
     used = np.all(np.isfinite(values), axis=1) & np.any(ivar > 0, axis=1)
     q = n_terms(values.shape[1])
     if used.sum() < q:
@@ -102,7 +114,9 @@ def fit(spectra, labels, *, key=None, config: Config = Config(), progress: bool 
         )
     std = fit_standardizer(values[used], method="percentile")
     dsg = design(tuple(std), values[used])
-    flux, ivar = jnp.asarray(flux[used]), jnp.asarray(ivar[used])
+    # the fit runs on flux / unit, where float32 holds ivar * flux**2 summed over stars; theta and scatter scale back
+    unit = power_of_two(flux_scale(flux[used], ivar[used]))
+    flux, ivar = (jnp.asarray(a) for a in rescaled(flux[used], ivar[used], unit, "spectra"))
     n_good = float(jnp.sum(ivar > 0))
     scatter = jnp.zeros(flux.shape[1], flux.dtype)
     theta = _theta_step(jnp.zeros((flux.shape[1], q), flux.dtype), scatter, dsg, flux, ivar)
@@ -117,6 +131,15 @@ def fit(spectra, labels, *, key=None, config: Config = Config(), progress: bool 
             converged = True
             break
     bar.close()
+    check_finite_fit(unit, "spectra", theta=theta, scatter=scatter)
+    unmeasured = ~np.any(np.asarray(ivar) > 0, axis=0)
+    if unmeasured.any():  # theta is 0 there; a scatter far above the flux says the model knows nothing there
+        rms = float(np.sqrt(np.mean(np.square(np.asarray(flux, np.float64)[np.asarray(ivar) > 0]))))
+        big = np.exp(LN_S_MAX) * (rms if rms > 0 else 1.0)
+        scatter = jnp.where(jnp.asarray(unmeasured), jnp.asarray(big, scatter.dtype), scatter)
+    if unit != 1.0:
+        theta, scatter = in_unit(theta, unit, "spectra", "theta"), in_unit(scatter, unit, "spectra", "scatter")
+    history = np.asarray(history) + n_good * np.log(unit)  # g in the data's unit: ln(var) gains 2 ln(unit)
     wave = spectra.wavelength if isinstance(spectra, Spectra) else None
     model = Model(theta, scatter, jnp.asarray(std.center), jnp.asarray(std.scale), tuple(names), config, wave)
-    return FitResult(on_device(model), {"objective": np.asarray(history)}, converged, {"n_used": int(used.sum())})
+    return FitResult(on_device(model), {"objective": history}, converged, {"n_used": int(used.sum())})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -14,7 +15,15 @@ from jaxspec.data._checks import check_key
 from jaxspec.data.containers import Labels, Spectra, default_float
 from jaxspec.data.preprocess import fit_standardizer
 from jaxspec.metrics import robust_sigma
-from jaxspec.models._common import FitResult, LabelPrediction, on_device
+from jaxspec.models._common import (
+    FitResult,
+    LabelPrediction,
+    check_finite_measured,
+    check_label_columns,
+    check_measured,
+    check_stars,
+    on_device,
+)
 from jaxspec.models.lux import _steps as steps
 from jaxspec.models.lux._model import Config, Model, Params
 from jaxspec.models.lux._predict import (
@@ -24,6 +33,8 @@ from jaxspec.models.lux._predict import (
     mask_groups,
     predict_labels,
 )
+from jaxspec.optim._units import check_finite_fit, flux_scale, in_unit, power_of_two, rescaled
+from jaxspec.optim.scatter import LN_S_MAX
 from jaxspec.typing import Key
 
 # -- input checks --------------------------------------------------------------------
@@ -63,11 +74,20 @@ def fit(
     ----------
     spectra : Spectra ``(N, L)`` or a sequence of them
         Training spectra (continuum-normalised flux); several for several
-        spectral outputs, rows matching ``labels``.
+        spectral outputs, rows matching ``labels``.  A star with no measured
+        pixel informs the fit through its labels only; a pixel measured in no
+        star (a mask applied to every star) gets a zero row of ``B`` and the
+        largest scatter, so it carries no weight at prediction either.  Any
+        flux unit: each output is fitted as ``flux / u`` with ``ivar u**2``,
+        ``u`` the power of two nearest its median measured ``|flux|``, and
+        ``B`` and the scatter are scaled back (exactly), so data times a
+        constant fit the same up to it.
     labels : Labels ``(N, M)``
         Training labels in physical units; missing entries have ``ivar == 0``.
+        Every label must be measured for at least one star.
     key : jax.random key
-        Draws the U(0, 1) initial ``A`` and ``B``.
+        Draws the U(0, 1) initial ``A`` and ``B`` (``B``'s times the median
+        measured ``|flux|`` of its output).
     config : Config
         ``P``, :math:`\Omega`, the agendas and the calibration (defaults: the paper's).
     label_masks : mapping of label name -> bool array ``(L,)``, optional
@@ -82,15 +102,30 @@ def fit(
     FitResult
         ``model``; ``history``: the objective and its chi2 terms after each
         step (``"step"`` names them); ``converged``: the last Agenda 1
-        iteration changed the objective by at most ``config.tol`` (relative);
+        iteration changed the objective by at most ``config.tol`` (relative,
+        on ``flux / u``: the flag does not depend on the flux unit);
         ``aux["z"]``: the training latents ``(N, P)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument: ``spectra`` not Spectra, zero stars, rows that do
+        not match ``labels``, no measured pixel at all, NaN where ``ivar > 0``;
+        a label never measured; a bad ``key`` or ``config``; an ivar beyond
+        the float range, or a fit that would leave it (the message names the
+        flux scale).
     """
     if not isinstance(labels, Labels):
         raise TypeError(f"labels: expected Labels, found {type(labels).__name__}")
     if not isinstance(config, Config):
         raise TypeError(f"config: expected a lux.Config, found {type(config).__name__}")
     check_key(key)
-    flux, ivar, waves = as_outputs(spectra, labels.n_stars, None)
+    check_stars(labels.n_stars, "labels")
+    check_finite_measured(labels.values, labels.ivar, "labels")
+    with np.errstate(over="ignore"):  # an ivar beyond float32 becomes inf here: refused below, naming the scale
+        flux, ivar, waves = as_outputs(spectra, labels.n_stars, None)
+    check_measured(ivar, "spectra")
+    check_label_columns(labels.ivar, labels.names)
     n, m = labels.n_stars, labels.n_labels
     p = 4 * m if config.n_latents is None else config.n_latents
     if not m + 1 <= p < n:
@@ -102,10 +137,11 @@ def fit(
     std = scaler.transform(labels)
     dtype = default_float()
     lab, lab_w = jnp.asarray(std.values, dtype), jnp.asarray(std.ivar, dtype)
+    flux, ivar, unit, b_start = _in_units(flux, ivar, waves)
     flux, ivar = jnp.asarray(flux), jnp.asarray(ivar)
     ka, kb = jax.random.split(key)
     a = jax.random.uniform(ka, (m, p), dtype)
-    b = jax.random.uniform(kb, (flux.shape[1], p), dtype)
+    b = jax.random.uniform(kb, (flux.shape[1], p), dtype) * jnp.asarray(b_start, dtype)[:, None]
     ln_s = jnp.full(flux.shape[1], -8.0, dtype)
     z = jnp.zeros((n, p), dtype).at[:, 0].set(1.0).at[:, 1 : m + 1].set(lab)
 
@@ -145,8 +181,15 @@ def fit(
         bar.update()
     bar.close()
 
+    # a pixel measured in no training star (a mask applied to every star) kept B's random start: it must
+    # carry no weight at prediction either, so its row of B is 0 and its scatter the window's largest
+    unmeasured = ~np.asarray(jnp.any(ivar > 0, axis=0))
+    if unmeasured.any():
+        b = b.at[unmeasured].set(0.0)
+        ln_s = ln_s.at[unmeasured].set(LN_S_MAX)
     if masks is not None:
         a = _refit_masked_rows(a, b, ln_s, masks, flux, ivar, lab, lab_w)
+    check_finite_fit(float(np.max(unit)), "spectra", A=a, B=b, ln_s=ln_s, z=z)
     model = Model(
         params=Params(a, b, ln_s),
         label_scaler=scaler,
@@ -158,9 +201,47 @@ def fit(
         label_masks=masks,
     )
     model = on_device(model)
-    if config.calibrate:
-        model = on_device(calibrate_scatter(model, spectra, labels, progress=progress))
+    if config.calibrate:  # on the rescaled data, where float32 holds B^2 and the weights whatever the flux unit
+        model = calibrate_scatter(model, _as_spectra(flux, ivar, waves), labels, progress=progress)
+    # back to the data's unit: B and the scatter scale with the flux, and g's ln(variance) gains 2 ln(unit) per
+    # measured pixel; A, z, the label scatter and the chi2 terms have no flux unit
+    b = np.concatenate([in_unit(b[sl], unit[sl.start], name, "B") for sl, name in _outputs(waves)])
+    ln_s = np.asarray(ln_s) + np.log(unit).astype(ln_s.dtype)
+    model = on_device(dataclasses.replace(model, params=Params(a, b, ln_s)))
+    n_seen = np.asarray(jnp.sum(ivar > 0, axis=0), np.float64)
+    history["objective"] = list(np.asarray(history["objective"]) + float(n_seen @ np.log(unit)))
     return FitResult(model, {k: np.asarray(v) for k, v in history.items()}, bool(converged), {"z": z})
+
+
+def _as_spectra(flux, ivar, waves) -> Spectra | list:
+    """The fit's (rescaled) arrays as the spectral outputs :func:`calibrate_scatter` reads."""
+    out = [Spectra._make(np.asarray(flux[:, sl]), np.asarray(ivar[:, sl]), None) for sl, _ in _outputs(waves)]
+    return out[0] if len(out) == 1 else out
+
+
+def _outputs(waves):
+    """``(pixel slice, name)`` of each spectral output."""
+    edges = np.cumsum([0, *(len(w) for w in waves)])
+    for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        yield slice(lo, hi), "spectra" if len(waves) == 1 else f"spectra[{i}]"
+
+
+def _in_units(flux, ivar, waves):
+    """``flux / unit`` and ``ivar * unit**2``, one unit per output: the power of two nearest the median measured
+    ``|flux|`` (:func:`jaxspec.optim._units.flux_scale`); and per pixel ``(L,)`` that unit and the median
+    itself over the unit (which scales B's random start, so that the fit of data times any constant is the
+    same fit times that constant)."""
+    unit, start = np.ones(flux.shape[1]), np.ones(flux.shape[1])
+    parts = []
+    for sl, name in _outputs(waves):
+        scale = flux_scale(flux[:, sl], ivar[:, sl])
+        unit[sl] = u = power_of_two(scale)
+        start[sl] = scale / u
+        parts.append(rescaled(flux[:, sl], ivar[:, sl], u, name))
+    if len(parts) == 1:
+        return (*parts[0], unit, start)
+    flux, ivar = (np.concatenate([p[i] for p in parts], axis=1) for i in (0, 1))
+    return flux, ivar, unit, start
 
 
 def _label_masks(label_masks, names, n_pix: int) -> np.ndarray | None:

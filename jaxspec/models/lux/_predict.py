@@ -346,7 +346,9 @@ def predict_spectra(
     ivar = np.where(flagged[:, None], 0.0, 1.0 / var).astype(flux.dtype)
     flux = np.where(flagged[:, None], 1.0, flux)
     waves = model.wavelengths
-    wave = waves[0] if len(waves) == 1 else None
+    # One grid in Angstrom; None for several outputs, or for the pixel-index stand-in (0, 1, ...) of a model
+    # trained on spectra without a grid (not a wavelength: the container refuses it).
+    wave = waves[0] if len(waves) == 1 and np.all(np.asarray(waves[0]) > 0) else None
     spectra = Spectra(flux, ivar, wave, dtype=flux.dtype)
     return SpectraPrediction(spectra, np.asarray(fit_.z), np.asarray(fit_.reduced_chi2), flagged)
 

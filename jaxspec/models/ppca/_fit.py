@@ -9,9 +9,10 @@ from tqdm.auto import tqdm
 
 from jaxspec.data._checks import check_key
 from jaxspec.models._common import CHUNK_SIZE, FitResult, on_device
-from jaxspec.models.ppca._data import _chunk, _chunks, _Data, _dtype, _inputs, _load, _missing
+from jaxspec.models.ppca._data import _aligned, _chunk, _chunks, _Data, _dtype, _inputs, _load, _missing
 from jaxspec.models.ppca._kernels import _estep_chunk, _power
 from jaxspec.models.ppca._model import Config, Model
+from jaxspec.optim._units import check_finite_fit, flux_scale, in_unit, power_of_two
 from jaxspec.typing import Key
 
 __all__ = ["encode", "fit"]
@@ -36,7 +37,12 @@ def fit(
     Parameters
     ----------
     spectra : array ``(N, D)`` or :class:`~jaxspec.data.containers.Spectra`
-        Fluxes; non-finite values count as missing.  numpy, memmap or jax arrays.
+        Fluxes; non-finite values count as missing (a star with none observed
+        is missing data, a pixel observed in no star gets mean and loadings
+        ~0).  numpy, memmap or jax arrays of a real dtype.  Any unit: EM runs
+        on ``x / u`` (a copy; none when ``u = 1``), ``u`` the power of two
+        nearest the median observed ``|x|``, and the mean and loadings scale
+        back by ``u``, :math:`\sigma^2` by ``u**2`` (exactly).
     key : jax.random key
         Seeds the initial subspace; the fit is a deterministic function of it.
     config : Config
@@ -52,9 +58,20 @@ def fit(
     FitResult
         ``model`` (a :class:`Model` in PCA axes); ``history["log_likelihood"]``:
         the observed-data log-likelihood before each update and at the result;
-        ``converged``: the relative change reached ``config.tol``;
+        ``converged``: the relative change (on ``x / u``) reached
+        ``config.tol`` and :math:`\sigma^2` is above its floor (float32's
+        smallest normal number times ``u**2``, where data of rank ``<= K``
+        end);
         ``aux["latents"]``: posterior means :math:`E[z_n]` ``(N, K)`` of the
         training stars, ``aux["n_iter"]``: EM updates made.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument: not a real 2-D array or Spectra, zero stars,
+        every entry missing, a bad ``key``, ``config``, ``ivar`` or ``mask``;
+        a fit that failed (singular linear algebra, non-finite parameters: the
+        message names the flux scale).
     """
     if not isinstance(config, Config):
         raise TypeError(f"config: expected a ppca.Config, found {type(config).__name__}")
@@ -67,35 +84,49 @@ def fit(
     weighted = config.weights == "ivar"
     if weighted and ivar is None:
         raise ValueError("config.weights: 'ivar' needs inverse variances (ivar= or a Spectra), found none")
-    prep, scale = _load(x, ivar, mask, _chunk(config.chunk_size, n), weighted)
+    chunk = _chunk(config.chunk_size, n)
+    # EM runs on x / unit; the mean and loadings scale back by unit, sigma2 by unit**2
+    unit = power_of_two(flux_scale(x, ivar, mask))
+    x, ivar = _in_unit(x, ivar, unit, chunk)
+    prep, scale = _load(x, ivar, mask, chunk, weighted)
     if prep.n_obs == 0 or not prep.sq > 0:
         raise ValueError("spectra: every entry is missing, or the observed data have no variance")
     dense = prep.w is not None
-    w, sigma2 = _init(prep, k, key)
     history, change, it = [], np.inf, 0
     bar = tqdm(total=config.max_iter, desc="ppca fit", unit="iter", disable=not progress)
-    while True:
-        stats = _estep(prep, w, sigma2)
-        history.append(_loglike(prep, stats, sigma2, k))
-        if it > 0:
-            change = abs(history[-1] - history[-2]) / abs(history[-1])
-        bar.set_postfix(loglike=f"{history[-1]:.8g}", change=f"{change:.2g}")
-        if change <= config.tol or it >= config.max_iter:
-            break
-        w, sigma2 = (_mstep_dense if dense else _mstep_sparse)(prep, stats, w, sigma2)
-        it += 1
-        bar.update()
-    bar.close()
-    loadings, latents = _to_pca_axes(w, stats["z"][:n])
+    try:
+        w, sigma2 = _init(prep, k, key)
+        while True:
+            stats = _estep(prep, w, sigma2)
+            history.append(_loglike(prep, stats, sigma2, k))
+            if it > 0:
+                change = abs(history[-1] - history[-2]) / abs(history[-1])
+            bar.set_postfix(loglike=f"{history[-1]:.8g}", change=f"{change:.2g}")
+            if change <= config.tol or it >= config.max_iter:
+                break
+            w, sigma2 = (_mstep_dense if dense else _mstep_sparse)(prep, stats, w, sigma2)
+            it += 1
+            bar.update()
+        loadings, latents = _to_pca_axes(w, stats["z"][:n])
+    except np.linalg.LinAlgError as err:
+        raise ValueError(
+            f"spectra: EM's linear algebra failed ({err}) at flux scale {unit:.3g} (fitted in units of it); "
+            "the data may be degenerate"
+        ) from None
+    finally:
+        bar.close()
+    check_finite_fit(unit, "spectra", mean=prep.mean, loadings=loadings, noise_variance=sigma2, latents=latents)
     model = Model(
-        np.asarray(prep.mean),
-        loadings,
-        np.asarray(sigma2, np.float64),
-        np.asarray(scale, np.float64) if weighted else None,
+        in_unit(prep.mean, unit, "spectra", "mean"),
+        in_unit(loadings, unit, "spectra", "loadings"),
+        np.asarray(sigma2 * unit**2, np.float64),
+        np.asarray(scale / unit**2, np.float64) if weighted else None,
         config,
     )
-    history = {"log_likelihood": np.array(history)}
-    return FitResult(on_device(model), history, bool(change <= config.tol), {"latents": latents, "n_iter": it})
+    # sigma2 at its floor (float32's smallest normal number) is no estimate: the data are rank <= K to float32
+    converged = change <= config.tol and sigma2 > np.finfo(np.float32).tiny
+    history = {"log_likelihood": np.array(history) - prep.n_obs * np.log(unit)}  # densities in the data's unit
+    return FitResult(on_device(model), history, bool(converged), {"latents": latents, "n_iter": it})
 
 
 def encode(model: Model, spectra, *, ivar=None, mask=None, chunk_size: int = CHUNK_SIZE, progress: bool = True):
@@ -118,6 +149,13 @@ def encode(model: Model, spectra, *, ivar=None, mask=None, chunk_size: int = CHU
     Returns
     -------
     numpy array ``(N, K)``
+        Finite; a star with no observed entry gets the prior mean, 0.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument: not a real 2-D array or Spectra, zero stars, a
+        pixel count other than the fit's, bad ``ivar`` or ``mask``.
     """
     if not isinstance(model, Model):
         raise TypeError(f"model: expected a ppca.Model, found {type(model).__name__}")
@@ -130,10 +168,31 @@ def encode(model: Model, spectra, *, ivar=None, mask=None, chunk_size: int = CHU
         raise ValueError("ivar: the fit was weighted by ivar; pass ivar= (or a Spectra)")
     if x.shape[0] <= _DIRECT_MAX:
         return _encode_direct(model, x, ivar, mask)
-    scale = float(model.ivar_scale) if weighted else None
-    prep, _ = _load(x, ivar, mask, _chunk(chunk_size, x.shape[0]), weighted, mean=np.asarray(model.mean), scale=scale)
-    stats = _estep(prep, model.loadings, float(model.noise_variance), progress=progress)
+    chunk = _chunk(chunk_size, x.shape[0])
+    # the float32 E-step runs on x / unit and the model in that unit (the latents have no unit)
+    unit = power_of_two(flux_scale(np.asarray(model.mean)[None, :]))
+    x, ivar = _in_unit(x, ivar, unit, chunk)
+    mean = np.asarray(np.asarray(model.mean, np.float64) / unit, _dtype())
+    scale = float(model.ivar_scale) * unit**2 if weighted else None
+    prep, _ = _load(x, ivar, mask, chunk, weighted, mean=mean, scale=scale)
+    loadings = np.asarray(np.asarray(model.loadings, np.float64) / unit, _dtype())
+    stats = _estep(prep, loadings, float(model.noise_variance) / unit**2, progress=progress)
     return stats["z"][: x.shape[0]]
+
+
+def _in_unit(x, ivar, unit: float, chunk: int):
+    """``x / unit`` (an aligned copy in the default float; non-finite stays missing) and ``ivar * unit**2``;
+    ``x`` and ``ivar`` themselves (no copy) when ``unit`` is 1."""
+    if unit == 1.0:
+        return x, ivar
+    n = x.shape[0]
+    xs, ivs = _aligned(x.shape), None if ivar is None else np.empty(x.shape, _dtype())
+    with np.errstate(over="ignore"):  # an ivar that overflows is refused by _load's checks
+        for lo in range(0, n, chunk):
+            xs[lo : lo + chunk] = np.asarray(x[lo : lo + chunk], np.float64) / unit
+            if ivs is not None:
+                ivs[lo : lo + chunk] = np.asarray(ivar[lo : lo + chunk], np.float64) * unit**2
+    return xs, ivs
 
 
 def _encode_direct(model: Model, x, ivar, mask) -> np.ndarray:
