@@ -399,3 +399,68 @@ def test_allstar_column_errors(tmp_path):
         ValueError, match=r"neg\.fits: HDU1 column 'TEFF_ERR': expected errors > 0 .* found -5 at row 1"
     ):
         read_allstar(tmp_path / "neg.fits", ["TEFF"])
+
+
+# issue 14: careless arguments to the allStar and apStar readers ----------------------------------------------
+def test_issue14_allstar_refuses_an_empty_err_suffix(tmp_path):
+    path = write_allstar(tmp_path / "allStar.fits")
+    with pytest.raises(ValueError, match=r"err_suffix: expected a non-empty suffix .*found ''"):
+        read_allstar(path, ["TEFF"], err_suffix="")  # each value was its own error: TEFF 4800 +- 4800
+    with pytest.raises(TypeError, match="err_suffix: expected a str .*found int"):
+        read_allstar(path, ["TEFF"], err_suffix=1)
+
+
+def test_issue14_allstar_hdu_by_number_or_extension_name(tmp_path):
+    path = write_allstar(tmp_path / "allStar.fits")
+    with pytest.raises(
+        ValueError,
+        match=r"hdu: no extension named '1' in .*allStar\.fits \(an int selects an HDU by position\); "
+        r"found: HDU0 'PRIMARY', HDU1 ''",
+    ):
+        read_allstar(path, ["TEFF"], hdu="1")  # blamed the file before
+    with pytest.raises(
+        TypeError, match=r"hdu: expected an int \(HDU number\) or a str \(extension name\), found float"
+    ):
+        read_allstar(path, ["TEFF"], hdu=1.0)
+    with pytest.raises(ValueError, match="hdu: expected an int >= 0, found -1"):
+        read_allstar(path, ["TEFF"], hdu=-1)
+    named = tmp_path / "named.fits"
+    table = fits.table_to_hdu(Table({"APOGEE_ID": ["a"], "TEFF": [4800.0], "TEFF_ERR": [50.0]}))
+    table.name = "ALLSTAR"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros(3)), table]).writeto(named)
+    assert read_allstar(named, ["TEFF"], hdu="allstar").labels.values.tolist() == [[4800.0]]
+    assert read_allstar(named, ["TEFF"], hdu=2).ids.tolist() == ["a"]
+    with pytest.raises(ValueError, match=r"named\.fits: HDU1: expected a binary table .* found ImageHDU"):
+        read_allstar(named, ["TEFF"], hdu=1)
+
+
+def test_issue14_allstar_with_no_rows_blames_the_file(tmp_path):
+    empty = tmp_path / "empty.fits"
+    t = Table(
+        {"APOGEE_ID": np.array([], "U18"), "TEFF": np.array([], np.float32), "TEFF_ERR": np.array([], np.float32)}
+    )
+    fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(t)]).writeto(empty)
+    with pytest.raises(ValueError, match=r"empty\.fits: no rows in HDU1"):
+        read_allstar(empty, ["TEFF"])  # said "where: selects no rows" though no where was given
+
+
+@pytest.mark.parametrize(
+    ("bad_bits", "match"),
+    [
+        (255, r"bad_bits: expected an iterable of bit numbers or names, found int 255; .*\[0, 1, 2, 3, 4, 5, 6, 7\]"),
+        (np.int64(4), r"found int 4; the mask value 4 is bad_bits=\[2\]"),
+        (None, "bad_bits: expected an iterable of bit numbers or names, found NoneType None"),
+        (2.0, "found float 2.0"),
+    ],
+)
+def test_issue14_bad_bits_must_be_an_iterable(tmp_path, spectrum, bad_bits, match):
+    with pytest.raises(TypeError, match=match):
+        pixmask_value(bad_bits)  # "'int' object is not iterable" before
+    flux, err = spectrum
+    path = write_apstar(tmp_path / "ap.fits", flux, err, np.zeros(N), nvisits=1)
+    with pytest.raises(TypeError, match="bad_bits: expected an iterable"):
+        read_apstar(path, bad_bits=bad_bits)
+    aspcap = write_aspcapstar(tmp_path / "a.fits", flux, err, extra=False)
+    with pytest.raises(TypeError, match="bad_bits: expected an iterable"):
+        read_spectra([aspcap], bad_bits=bad_bits, progress=False)  # checked even where unused
+    assert pixmask_value("SATPIX") == 4  # a bare str is one bit name

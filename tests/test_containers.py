@@ -225,3 +225,134 @@ def test_random_arrays_give_valid_containers_or_clear_errors(flux, weight, use_e
         assert str(exc).split(":")[0] in {"values", "err", "ivar", "names"}
         return
     assert np.all(np.isfinite(lab.values)) and np.all(lab.ivar >= 0)
+
+
+# issue 14: hostile or careless input to the containers ---------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.complex64, bool, "not a dtype"])
+def test_issue14_non_float_storage_dtype_is_refused(dtype):
+    # int8 turned Teff 5000 into -120 and int32 turned an ivar of 1e-4 into 0 ("missing"), silently
+    with pytest.raises(TypeError, match=r"dtype: expected a floating-point dtype \(float16, float32 or float64\)"):
+        Labels([[5000.0]], ivar=[[1e-4]], names=["TEFF"], dtype=dtype)
+    with pytest.raises(TypeError, match="dtype: expected a floating-point dtype"):
+        Spectra(np.ones((1, 2)), ivar=np.ones((1, 2)), dtype=dtype)
+
+
+def test_issue14_bool_and_complex_arrays_are_refused_naming_the_field():
+    with pytest.raises(TypeError, match="values: expected a real numeric array, found dtype bool"):
+        Labels([[True, False]], ivar=np.ones((1, 2)), names=["a", "b"])
+    with pytest.raises(TypeError, match="ivar: expected a real numeric array, found dtype bool"):
+        Spectra(np.ones((1, 2)), ivar=np.array([[True, False]]))
+    with pytest.raises(TypeError, match="err: expected a real numeric array, found dtype complex64"):
+        Labels([[1.0]], err=np.ones((1, 1), np.complex64), names=["a"])
+
+
+def test_issue14_integer_input_is_converted_exactly_or_refused():
+    lab = Labels(np.array([[5000, -3]], np.int16), ivar=np.array([[2, 0]], np.uint8), names=["TEFF", "X"])
+    assert lab.values.dtype == default_float()
+    assert lab.values.tolist() == [[5000.0, 0.0]] and lab.ivar.tolist() == [[2.0, 0.0]]
+    s = Spectra(np.array([[2**24, -(2**30), 7]], np.int64), ivar=np.ones((1, 3), np.int32))  # exact in float32
+    assert s.flux.tolist() == [[2.0**24, -(2.0**30), 7.0]]
+    with pytest.raises(
+        ValueError, match=r"flux: expected integers that float32 holds exactly, found 16777217 first at"
+    ):
+        Spectra(np.array([[1, 16777217]], np.int32), ivar=np.ones((1, 2)))
+    with pytest.raises(ValueError, match=r"ivar: expected integers that float16 holds exactly, found 65535"):
+        Spectra(np.ones((1, 1)), ivar=np.array([[65535]], np.uint16), dtype=np.float16)
+    big = np.array([[2**53 + 1]], np.int64)
+    with pytest.raises(
+        ValueError, match="values: expected integers that float64 holds exactly, found 9007199254740993"
+    ):
+        Labels(big, ivar=[[1.0]], names=["a"], dtype=np.float64)
+
+
+def test_issue14_float16_input_is_upcast_and_casts_down_are_refused():
+    s = Spectra(np.array([[0.5, 65504.0]], np.float16), ivar=np.array([[1.0, 4.0]], np.float16))
+    assert s.flux.dtype == default_float() and s.flux.tolist() == [[0.5, 65504.0]]
+    with pytest.raises(ValueError, match="values: a value beyond the range of float16"):
+        Labels([[1e5]], ivar=[[1.0]], names=["a"], dtype=np.float16)
+    with pytest.raises(ValueError, match="flux: a value beyond the range of float32"):
+        Spectra([[1.0, 1e39]], ivar=np.ones((1, 2)), dtype=np.float32)
+    # a positive weight that the dtype rounds to 0 would turn a measured label into a missing one
+    with pytest.raises(ValueError, match=r"ivar: expected weights that float16 can hold, found an inverse variance"):
+        Labels([[5000.0]], ivar=[[1e-9]], names=["TEFF"], dtype=np.float16)
+    with pytest.raises(ValueError, match=r"err: expected weights that float32 can hold, found 1/err\*\*2 of 1e-60"):
+        Labels([[5000.0]], err=[[1e30]], names=["TEFF"], dtype=np.float32)
+    assert Labels([[5000.0]], err=[[1e30]], names=["TEFF"], dtype=np.float64).observed.all()
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf, -np.inf])
+def test_issue14_non_finite_fill_value_is_refused(fill):
+    with pytest.raises(ValueError, match="fill_value: expected a finite value, found"):
+        Spectra([[np.nan, 1.0]], ivar=np.ones((1, 2)), fill_value=fill)
+
+
+def test_issue14_fill_value_must_fit_the_dtype_and_be_a_number():
+    with pytest.raises(ValueError, match="fill_value: expected a value within the range of float16, found 1000000.0"):
+        Spectra([[np.nan, 1.0]], ivar=np.ones((1, 2)), fill_value=1e6, dtype=np.float16)
+    with pytest.raises(TypeError, match="fill_value: expected a number, found str"):
+        Spectra([[np.nan, 1.0]], ivar=np.ones((1, 2)), fill_value="1")
+
+
+def test_issue14_select_refuses_duplicates_unknown_and_bare_names():
+    lab = Labels(np.ones((2, 3)), ivar=np.ones((2, 3)), names=["TEFF", "LOGG", "FE_H"])
+    with pytest.raises(ValueError, match=r"names: expected each label once, found \['TEFF'\] more than once"):
+        lab.select(["TEFF", "LOGG", "TEFF"])
+    with pytest.raises(ValueError, match=r"names: expected label names among .*found unknown \['MG_FE'\]"):
+        lab.select(["TEFF", "MG_FE"])
+    with pytest.raises(TypeError, match="names: expected a sequence of label names"):
+        lab.select("TEFF")  # would have selected the columns 'T', 'E', 'F', 'F'
+    with pytest.raises(ValueError, match="names: expected at least one label name"):
+        lab.select([])
+
+
+def test_issue14_train_test_split_checks_its_arguments():
+    s = Spectra(np.ones((6, 2)), ivar=np.ones((6, 2)))
+    with pytest.raises(TypeError, match=r"key: expected a jax.random key .*found int 0; for a seed use"):
+        train_test_split(0, s)
+    with pytest.raises(TypeError, match="key: expected a jax.random key .*found NoneType None"):
+        s.split(None)
+    with pytest.raises(TypeError, match="test_fraction: expected a number, found str '0.2'"):
+        train_test_split(jax.random.key(0), s, test_fraction="0.2")
+    for bad in (0.0, 1.0, np.nan, -0.5):
+        with pytest.raises(ValueError, match=r"test_fraction: expected a finite value > 0 and < 1"):
+            train_test_split(jax.random.key(0), s, test_fraction=bad)
+    with pytest.raises(ValueError, match="items: expected at least one container"):
+        train_test_split(jax.random.key(0))
+    lab = Labels(np.ones((5, 1)), ivar=np.ones((5, 1)), names=["a"])
+    with pytest.raises(ValueError, match=r"items\[1\]: expected 6 stars \(as items\[0\]\), found 5; lengths: \[6, 5\]"):
+        train_test_split(jax.random.key(0), s, lab)
+    with pytest.raises(TypeError, match=r"items\[1\]: expected Spectra, Labels or an array of stars, found int"):
+        train_test_split(jax.random.key(0), s, 3)
+
+
+# issue 14: check_key (jaxspec/data/_checks.py, used by train_test_split and every fit) refuses without crashing
+@pytest.mark.parametrize(
+    ("key", "exc", "match"),
+    [
+        (None, TypeError, r"key: expected a jax.random key \(jax.random.key\(seed\)\), found NoneType None"),
+        (7, TypeError, r"found int 7; for a seed use jax.random.key\(7\)"),
+        (
+            np.zeros(2, np.uint32),
+            TypeError,
+            r"found a numpy array \(dtype uint32, shape \(2,\)\); a numpy array is not",
+        ),
+        (np.zeros(2, np.float32), TypeError, r"found a numpy array \(dtype float32, shape \(2,\)\)"),
+        (jnp.zeros(2, jnp.float32), TypeError, r"found a jax array \(dtype float32, shape \(2,\)\)"),
+        ("seed", TypeError, "found str 'seed'"),
+        (jax.random.split(jax.random.key(0), 3), ValueError, r"key: expected a single key, found shape \(3,\)"),
+        (jax.random.split(jax.random.PRNGKey(0), 3), ValueError, r"key: expected a single key, found shape \(3, 2\)"),
+    ],
+)
+def test_issue14_check_key_refuses_non_keys_and_batches(key, exc, match):
+    from jaxspec.data._checks import check_key
+
+    with pytest.raises(exc, match=match):
+        check_key(key)
+
+
+def test_issue14_check_key_accepts_single_new_and_legacy_keys():
+    from jaxspec.data._checks import check_key
+
+    new, legacy = jax.random.key(0), jax.random.PRNGKey(0)
+    assert check_key(new) is new and check_key(legacy) is legacy
+    assert jax.jit(lambda k: jax.random.normal(check_key(k)))(new).shape == ()  # tracers of keys pass too

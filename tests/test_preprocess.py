@@ -86,3 +86,40 @@ def test_standardizer_errors():
         fit_standardizer(lab)
     with pytest.raises(ValueError, match="method"):
         fit_standardizer(np.ones((3, 2)), method="mad")
+
+
+# issue 14: careless arguments to the preprocessing helpers -------------------------------------------------
+@pytest.mark.parametrize("fill", [np.nan, np.inf])
+def test_issue14_mask_bad_pixels_refuses_a_non_finite_fill_value(fill):
+    s = Spectra([[1.0, 0.0]], ivar=[[1.0, 1.0]])
+    with pytest.raises(ValueError, match="fill_value: expected a finite value, found"):
+        mask_bad_pixels(s, fill_value=fill)  # would have put NaN in flux
+    with pytest.raises(ValueError, match="fill_value: expected a value within the range of float32"):
+        mask_bad_pixels(Spectra([[1.0, 0.0]], ivar=[[1.0, 1.0]], dtype=np.float32), fill_value=1e39)
+
+
+@pytest.mark.parametrize("min_ivar", [np.nan, np.inf, -0.1])
+def test_issue14_mask_bad_pixels_refuses_a_bad_min_ivar(min_ivar):
+    s = Spectra([[1.0, 0.5]], ivar=[[100.0, 0.01]])
+    with pytest.raises(ValueError, match=r"min_ivar: expected a finite value >= 0, found"):
+        mask_bad_pixels(s, min_ivar=min_ivar)  # NaN masked nothing
+    with pytest.raises(TypeError, match="min_ivar: expected a number, found str"):
+        mask_bad_pixels(s, min_ivar="0.1")
+    with pytest.raises(TypeError, match="spectra: expected Spectra, found ndarray"):
+        mask_bad_pixels(np.ones((1, 2)))
+
+
+def test_issue14_standardizer_refuses_raw_arrays_of_the_wrong_width():
+    st = fit_standardizer(np.array([[1.0, 10.0], [3.0, 30.0]]), method="moments")
+    with pytest.raises(ValueError, match=r"x: expected an array \(\.\.\., 2\), 2 columns .* found shape \(3, 1\)"):
+        st.transform(np.ones((3, 1)))  # broadcast to (3, 2) before
+    with pytest.raises(ValueError, match=r"x: expected an array \(\.\.\., 2\).* found shape \(2, 3\)"):
+        st.transform(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"x: expected an array \(\.\.\., 2\).* found shape \(\)"):
+        st.inverse(0.5)
+    with pytest.raises(ValueError, match=r"x: expected an array \(\.\.\., 2\).* found shape \(4, 1\)"):
+        st.inverse(np.zeros((4, 1)))
+    with pytest.raises(ValueError, match=r"err: expected an array \(\.\.\., 2\).* found shape \(3,\)"):
+        st.inverse_err(np.ones(3))
+    np.testing.assert_allclose(st.transform(np.array([[2.0, 20.0]])), [[0.0, 0.0]])
+    np.testing.assert_allclose(st.inverse(np.array([0.0, 1.0])), [2.0, 30.0])

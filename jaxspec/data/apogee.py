@@ -30,6 +30,7 @@ import numpy as np
 from astropy.io import fits
 from tqdm import tqdm
 
+from jaxspec.data._checks import check_int
 from jaxspec.data._fits import fits_call, read_images
 from jaxspec.data._grids import CHIP_RANGES, DLOGLAM, LOGLAM0, N_PIX_FULL, chip_indices, full_wavelength
 from jaxspec.data.containers import Labels, Spectra, concatenate
@@ -58,11 +59,27 @@ class Catalog(NamedTuple):
 def pixmask_value(bits: Iterable[int | str]) -> int:
     """The integer with the given ``APOGEE_PIXMASK`` bits set (bit numbers or names).
 
+    ``bits`` is an iterable of bit numbers (0-63) or :data:`PIXMASK_BITS` names; a bare str is one name.
+    A bare int is a ``TypeError``: ``255`` could mean bit 255 or the mask value 255 (bits 0-7), so it
+    must be spelled out, e.g. ``range(8)``.
+
     >>> pixmask_value(range(8)), pixmask_value(["BADPIX", "SIG_SKYLINE"])
     (255, 4097)
     """
+    if isinstance(bits, int | np.integer) and not isinstance(bits, bool):
+        v = int(bits)
+        hint = f"; the mask value {v} is bad_bits={[i for i in range(64) if v >> i & 1]}" if 0 < v < 2**64 else ""
+        raise TypeError(f"bad_bits: expected an iterable of bit numbers or names, found int {v}{hint}")
+    if isinstance(bits, str):
+        bits = [bits]
+    try:
+        bits = list(bits)
+    except TypeError:
+        raise TypeError(
+            f"bad_bits: expected an iterable of bit numbers or names, found {type(bits).__name__} {bits!r}"
+        ) from None
     value = 0
-    for b in [bits] if isinstance(bits, str) else bits:
+    for b in bits:
         if isinstance(b, str):
             if not b or b not in PIXMASK_BITS:
                 raise ValueError(f"bad_bits: unknown bit name {b!r}; known: {', '.join(filter(None, PIXMASK_BITS))}")
@@ -222,7 +239,9 @@ def read_apstar(
         one visit, every choice gives the single row.
     bad_bits : iterable of int or str
         ``APOGEE_PIXMASK`` bits (numbers or :data:`PIXMASK_BITS` names) that
-        mask a pixel; default bits 0-7 (BADPIX ... NOSKY).
+        mask a pixel; default bits 0-7 (BADPIX ... NOSKY).  A bare str is one
+        name; a bare int is refused (bit number or mask value? see
+        :func:`pixmask_value`).
     n_pix : {7514, 7214} or None
         Chip-gap trimming as in :func:`read_aspcapstar`.
 
@@ -289,6 +308,7 @@ def read_spectra(
     """
     if kind not in ("aspcapStar", "apStar"):
         raise ValueError(f"kind: expected 'aspcapStar' or 'apStar', found {kind!r}")
+    pixmask_value(bad_bits)  # a bad bad_bits is an error before any file is read, whatever the kind
     paths = [Path(paths)] if isinstance(paths, str | os.PathLike) else [Path(p) for p in paths]
     if not paths:
         raise ValueError("paths: expected at least one file, found none")
@@ -314,7 +334,7 @@ def read_allstar(
     *,
     id_column: str | None = "APOGEE_ID",
     err_suffix: str | None = "_ERR",
-    hdu: int = 1,
+    hdu: int | str = 1,
     where: np.ndarray | Callable | None = None,
 ) -> Catalog:
     """Read labels and star ids from an ``allStar`` catalog (a FITS binary table).
@@ -330,10 +350,12 @@ def read_allstar(
         Column of star ids (whitespace stripped); ``None`` returns file row numbers.
     err_suffix : str or None
         The 1-sigma error of column ``NAME`` is column ``NAME + err_suffix``; an
-        absent error column is an error.  ``None`` reads no errors and gives
-        every measured value unit weight (``ivar = 1``).
-    hdu : int
-        HDU of the table.
+        absent error column is an error, and so is ``""`` (each value would be
+        its own error).  ``None`` reads no errors and gives every measured
+        value unit weight (``ivar = 1``).
+    hdu : int or str
+        HDU of the table: its position (``>= 0``) or its extension name
+        (``EXTNAME``, case-insensitive).
     where : bool array ``(n_rows,)``, int array, or callable, optional
         Rows to keep: a mask or row indices, or ``f(table) -> mask`` called with
         the astropy ``FITS_rec``, e.g. ``lambda t: t["ASPCAPFLAG"] == 0``.
@@ -350,33 +372,66 @@ def read_allstar(
     FileNotFoundError, OSError
         Missing, corrupt or truncated file.
     ValueError, TypeError
-        Absent, non-numeric or multi-valued columns, a non-table HDU, a bad
-        ``where``, or errors <= 0 (the message names file, HDU and column).
+        Absent, non-numeric or multi-valued columns, a non-table HDU, an
+        ``hdu`` that names no extension, an empty table, a bad ``where``, an
+        empty ``err_suffix``, or errors <= 0 (the message names file, HDU and
+        column).
     """
-    path, at = Path(path), f"{Path(path)}: HDU{hdu}"
+    path = Path(path)
     if isinstance(names, str) or not names or not all(isinstance(n, str) for n in names):
         raise TypeError(f"names: expected a non-empty sequence of column names, found {names!r}")
+    if err_suffix is not None and not isinstance(err_suffix, str):
+        raise TypeError(f"err_suffix: expected a str (or None for no errors), found {type(err_suffix).__name__}")
+    if err_suffix == "":
+        raise ValueError(
+            "err_suffix: expected a non-empty suffix (the error of NAME is column NAME + err_suffix), found ''; "
+            "each value would be its own error (err_suffix=None reads no errors)"
+        )
+    if isinstance(hdu, bool) or not isinstance(hdu, int | np.integer | str):
+        raise TypeError(
+            f"hdu: expected an int (HDU number) or a str (extension name), found {type(hdu).__name__} {hdu!r}"
+        )
+    if isinstance(hdu, str) and not hdu.strip():
+        raise ValueError(f"hdu: expected an extension name, found {hdu!r}")
+    if not isinstance(hdu, str):
+        check_int(hdu, "hdu", minimum=0)
     errs = [] if err_suffix is None else [n + err_suffix for n in names]
     wanted = [*names, *errs, *([] if id_column is None else [id_column])]
 
     def load():
         with fits.open(path, memmap=True) as hdul:
-            if not 0 <= hdu < len(hdul) or not isinstance(hdul[hdu], fits.BinTableHDU | fits.TableHDU):
-                return f"{type(hdul[hdu]).__name__}" if 0 <= hdu < len(hdul) else f"{len(hdul)} HDUs"
-            data, cols = hdul[hdu].data, hdul[hdu].columns
+            if isinstance(hdu, str):
+                match = [i for i, h in enumerate(hdul) if h.name.upper() == hdu.strip().upper()]
+                if not match:
+                    return "no extension", [f"HDU{i} {h.name!r}" for i, h in enumerate(hdul)]
+                i = match[0]
+            else:
+                i = int(hdu)
+            if not 0 <= i < len(hdul) or not isinstance(hdul[i], fits.BinTableHDU | fits.TableHDU):
+                return "not a table", i, type(hdul[i]).__name__ if 0 <= i < len(hdul) else f"{len(hdul)} HDUs"
+            data, cols = hdul[i].data, hdul[i].columns
+            n = 0 if data is None else len(data)
+            if n == 0:
+                return "no rows", i
             try:
                 sel = None if where is None else np.asarray(where(data) if callable(where) else where)
             except Exception as exc:  # the user's callable failed: not a FITS problem
-                return exc
+                return "where", i, exc
             got = {c: (np.array(data[c]), cols[c].null, cols[c].format) for c in wanted if c in cols.names}
-            return got, list(cols.names), len(data), sel
+            return "ok", i, (got, list(cols.names), n, sel)
 
     loaded = fits_call(path, load)
-    if isinstance(loaded, str):
-        raise ValueError(f"{at}: expected a binary table (the allStar catalog), found {loaded}")
-    if isinstance(loaded, Exception):
-        raise ValueError(f"where: failed on {at}: {type(loaded).__name__}: {loaded}") from loaded
-    got, available, n_rows, sel = loaded
+    if loaded[0] == "no extension":
+        hint = " (an int selects an HDU by position)" if hdu.strip().isdigit() else ""
+        raise ValueError(f"hdu: no extension named {hdu!r} in {path}{hint}; found: {', '.join(loaded[1])}")
+    at = f"{path}: HDU{loaded[1]}" + (f" ({hdu!r})" if isinstance(hdu, str) else "")
+    if loaded[0] == "not a table":
+        raise ValueError(f"{at}: expected a binary table (the allStar catalog), found {loaded[2]}")
+    if loaded[0] == "no rows":
+        raise ValueError(f"{path}: no rows in HDU{loaded[1]}; expected an allStar table with at least one star")
+    if loaded[0] == "where":
+        raise ValueError(f"where: failed on {at}: {type(loaded[2]).__name__}: {loaded[2]}") from loaded[2]
+    got, available, n_rows, sel = loaded[2]
     for c in wanted:
         if c not in got:
             hint = f" (the error of {c[: -len(err_suffix)]}; err_suffix=None reads no errors)" if c in errs else ""

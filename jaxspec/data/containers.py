@@ -24,6 +24,7 @@ import numpy as np
 from jax.tree_util import GetAttrKey
 
 from jaxspec.data._checks import as_2d as _as_2d
+from jaxspec.data._checks import check_float, check_key
 from jaxspec.data._checks import convert as _convert
 from jaxspec.data._checks import real_array as _real_array
 
@@ -33,6 +34,33 @@ __all__ = ["Labels", "Spectra", "concatenate", "default_float", "train_test_spli
 def default_float() -> np.dtype:
     """float32, or float64 when ``JAX_ENABLE_X64`` is on."""
     return np.dtype(jnp.zeros(()).dtype)
+
+
+def _storage_dtype(dtype: Any) -> np.dtype:
+    """The containers' storage dtype: ``None`` (the default float) or float16/32/64, else a ``TypeError``.
+
+    An integer, bool or complex storage dtype would silently damage the data (Teff 5000 becomes -120 in
+    int8, an ivar of 1e-4 becomes 0, "missing", in int32), so it is refused rather than cast to.
+    """
+    if dtype is None:
+        return default_float()
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        d = None
+    if d is None or d.kind != "f" or d.itemsize not in (2, 4, 8):
+        found = dtype if d is None else d
+        raise TypeError(f"dtype: expected a floating-point dtype (float16, float32 or float64), found {found!r}")
+    return np.dtype(d.name)  # native byte order
+
+
+def _check_fill(fill_value: Any, dtype: np.dtype) -> float:
+    """A finite ``fill_value`` that ``dtype`` holds (NaN there would break the "never NaN" promise)."""
+    fill = check_float(fill_value, "fill_value")
+    with np.errstate(over="ignore"):
+        if not np.isfinite(dtype.type(fill)):
+            raise ValueError(f"fill_value: expected a value within the range of {dtype.name}, found {fill_value!r}")
+    return fill
 
 
 class _Static:
@@ -87,16 +115,23 @@ class Spectra:
         ``True`` marks bad pixels (their ``ivar`` becomes 0).
     fill_value : float
         Placeholder stored in ``flux`` where it was NaN/inf (default 1, the
-        continuum).  It never carries weight.
-    dtype : numpy dtype, optional
-        Storage dtype; default float32 (float64 under ``JAX_ENABLE_X64``).
+        continuum); finite.  It never carries weight.
+    dtype : float dtype, optional
+        Storage dtype of ``flux`` and ``ivar``: float16, float32 or float64;
+        default float32 (float64 under ``JAX_ENABLE_X64``).  Inputs are
+        converted to it: float16 input is upcast; integer input must be
+        exactly representable (e.g. ``|n| <= 2**24`` always is in float32).
+        Nothing is cast down silently: a finite value beyond the dtype's
+        range, or a positive weight that would underflow to 0, is a
+        ``ValueError``; an integer, bool or complex ``dtype`` is a ``TypeError``.
 
     Raises
     ------
     TypeError, ValueError
-        On non-numeric input, mismatched shapes, negative or zero errors,
-        negative ivar, a non-monotonic wavelength grid, or a star whose flux
-        is NaN at every pixel.
+        On non-numeric (complex, bool, str) input, a non-float ``dtype``,
+        mismatched shapes, negative or zero errors, negative ivar, values the
+        storage dtype cannot hold, a non-finite ``fill_value``, a non-monotonic
+        wavelength grid, or a star whose flux is NaN at every pixel.
 
     Examples
     --------
@@ -110,13 +145,14 @@ class Spectra:
     __setattr__ = _frozen_setattr
 
     def __init__(self, flux, ivar=None, wavelength=None, *, err=None, mask=None, fill_value=1.0, dtype=None):
-        dtype = default_float() if dtype is None else np.dtype(dtype)
-        n_pix = _as_2d(_real_array(flux, "flux"), "flux", "(n_stars, n_pix)").shape[1]
+        dtype = _storage_dtype(dtype)
+        fill_value = _check_fill(fill_value, dtype)
+        n_pix = _as_2d(_real_array(flux, "flux", allow_bool=False), "flux", "(n_stars, n_pix)").shape[1]
         if n_pix == 0:
             raise ValueError("flux: expected at least one pixel, found none")
         wave = None
         if wavelength is not None:
-            w = _real_array(wavelength, "wavelength").astype(np.float64)
+            w = _real_array(wavelength, "wavelength", allow_bool=False).astype(np.float64)
             if w.shape != (n_pix,):
                 raise ValueError(f"wavelength: expected shape ({n_pix},) (one per pixel), found {w.shape}")
             if not np.all(np.isfinite(w)) or np.any(w <= 0):
@@ -228,6 +264,10 @@ class Labels:
         1-sigma errors, ``> 0``; NaN or inf means missing.
     mask : bool array, optional
         ``True`` marks a missing label.
+    dtype : float dtype, optional
+        Storage dtype, float16, float32 or float64, with the conversion rules
+        of :class:`Spectra` (integer input exactly, nothing cast down
+        silently; an integer, bool or complex ``dtype`` is a ``TypeError``).
 
     Missing entries hold 0 as a placeholder with ``ivar == 0``;
     :func:`jaxspec.data.preprocess.fill_missing_labels` gives the median fill
@@ -245,8 +285,8 @@ class Labels:
     __setattr__ = _frozen_setattr
 
     def __init__(self, values, ivar=None, names: Sequence[str] | None = None, *, err=None, mask=None, dtype=None):
-        dtype = default_float() if dtype is None else np.dtype(dtype)
-        n_labels = _as_2d(_real_array(values, "values"), "values", "(n_stars, n_labels)").shape[1]
+        dtype = _storage_dtype(dtype)
+        n_labels = _as_2d(_real_array(values, "values", allow_bool=False), "values", "(n_stars, n_labels)").shape[1]
         if names is None:
             raise ValueError("names: expected one name per label column, found None")
         if isinstance(names, str) or not all(isinstance(n, str) for n in names):
@@ -311,9 +351,26 @@ class Labels:
             raise KeyError(f"name: no label {name!r}; available: {', '.join(self.names)}") from None
 
     def select(self, names: Sequence[str]) -> Labels:
-        """The listed label columns, in that order."""
-        cols = [self.index(n) for n in names]
-        return Labels._make(self.values[:, cols], self.ivar[:, cols], tuple(names))
+        """The listed label columns, in that order.
+
+        ``names`` must be non-empty, without repeats, and every name one of
+        :attr:`names`; otherwise a ``ValueError`` (``TypeError`` for a bare
+        str or non-str entries) naming ``names``.
+        """
+        try:
+            wanted = None if isinstance(names, str) else tuple(names)
+        except TypeError:
+            wanted = None
+        if wanted is None or not all(isinstance(n, str) for n in wanted):
+            raise TypeError(f"names: expected a sequence of label names (str), found {names!r}")
+        if not wanted:
+            raise ValueError("names: expected at least one label name, found none")
+        if dup := list(dict.fromkeys(n for n in wanted if wanted.count(n) > 1)):
+            raise ValueError(f"names: expected each label once, found {dup} more than once in {list(wanted)}")
+        if unknown := [n for n in wanted if n not in self.names]:
+            raise ValueError(f"names: expected label names among {list(self.names)}, found unknown {unknown}")
+        cols = [self.names.index(n) for n in wanted]
+        return Labels._make(self.values[:, cols], self.ivar[:, cols], wanted)
 
     def replace(self, *, values=None, ivar=None) -> Labels:
         """A validated copy with ``values`` and/or ``ivar`` replaced."""
@@ -399,11 +456,22 @@ def train_test_split(key: jax.Array, *items, test_fraction: float = 0.2) -> tupl
     Parameters
     ----------
     key : jax.random key
-        Fixes the permutation (same key, same split).
+        One key (``jax.random.key(seed)``); fixes the permutation (same key,
+        same split).
     *items : Spectra or Labels
-        Containers with the same number of stars (e.g. spectra and labels).
+        At least one container; all with the same number of stars (e.g.
+        spectra and labels).  Arrays with one row per star work too.
     test_fraction : float in (0, 1)
         Fraction of stars in the test part (rounded, at least one each side).
+
+    Raises
+    ------
+    TypeError
+        ``key`` not a jax key, a non-number ``test_fraction``, an item without
+        a length.
+    ValueError
+        ``test_fraction`` outside (0, 1), no items, items of different
+        lengths, fewer than 2 stars.
 
     Returns
     -------
@@ -417,17 +485,25 @@ def train_test_split(key: jax.Array, *items, test_fraction: float = 0.2) -> tupl
     >>> tr.n_stars, te.n_stars
     (7, 3)
     """
+    check_key(key)
+    fraction = check_float(test_fraction, "test_fraction", low=0.0, high=1.0, open_low=True, open_high=True)
     if not items:
-        raise ValueError("items: expected at least one container to split")
-    n = len(items[0])
+        raise ValueError("items: expected at least one container to split, found none")
+    lengths = []
     for i, it in enumerate(items):
-        if len(it) != n:
-            raise ValueError(f"items[{i}]: expected {n} stars (as items[0]), found {len(it)}")
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"test_fraction: expected a number in (0, 1), found {test_fraction!r}")
+        try:
+            lengths.append(len(it))
+        except TypeError:
+            raise TypeError(
+                f"items[{i}]: expected Spectra, Labels or an array of stars, found {type(it).__name__}"
+            ) from None
+    n = lengths[0]
+    for i, m in enumerate(lengths):
+        if m != n:
+            raise ValueError(f"items[{i}]: expected {n} stars (as items[0]), found {m}; lengths: {lengths}")
     if n < 2:
         raise ValueError(f"items: need at least 2 stars to split, found {n}")
-    n_test = min(max(round(n * float(test_fraction)), 1), n - 1)
+    n_test = min(max(round(n * fraction), 1), n - 1)
     perm = np.asarray(jax.random.permutation(key, n))
     test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     out = []

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxspec import io
+from jaxspec.data._checks import check_float
 from jaxspec.data.containers import Labels, Spectra
 
 __all__ = [
@@ -43,16 +44,23 @@ def mask_bad_pixels(spectra: Spectra, *, min_ivar: float = 0.1, fill_value: floa
     ----------
     spectra : Spectra, ``(n_stars, n_pix)``
     min_ivar : float
-        Smallest usable inverse variance (paper: 0.1, i.e. errors above ~3.2
-        in continuum units).
+        Smallest usable inverse variance, finite and ``>= 0`` (paper: 0.1,
+        i.e. errors above ~3.2 in continuum units).
     fill_value : float
-        Flux placeholder for bad pixels (1 = continuum, the paper's choice for
-        continuum-normalised spectra).
+        Flux placeholder for bad pixels, finite (1 = continuum, the paper's
+        choice for continuum-normalised spectra).
 
     Returns
     -------
     Spectra
         Same stars and grid.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``spectra`` not a ``Spectra``; a NaN, infinite or negative
+        ``min_ivar``; a non-finite ``fill_value`` (NaN in ``flux`` is never
+        allowed) or one beyond the range of the flux dtype.
 
     Examples
     --------
@@ -61,12 +69,18 @@ def mask_bad_pixels(spectra: Spectra, *, min_ivar: float = 0.1, fill_value: floa
     >>> out.ivar.tolist(), out.flux.tolist()
     ([[100.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]])
     """
-    if min_ivar < 0:
-        raise ValueError(f"min_ivar: expected a value >= 0, found {min_ivar}")
+    if not isinstance(spectra, Spectra):
+        raise TypeError(f"spectra: expected Spectra, found {type(spectra).__name__}")
+    min_ivar = check_float(min_ivar, "min_ivar", low=0.0)
+    fill_value = check_float(fill_value, "fill_value")
     flux, ivar = np.asarray(spectra.flux), np.asarray(spectra.ivar)
+    with np.errstate(over="ignore"):
+        fill = np.asarray(fill_value, flux.dtype)
+    if not np.isfinite(fill):
+        raise ValueError(f"fill_value: expected a value within the range of {flux.dtype.name}, found {fill_value!r}")
     bad = (flux == 0) | (ivar < min_ivar) | (ivar == 0)
     return Spectra._make(
-        np.where(bad, np.asarray(fill_value, flux.dtype), flux),
+        np.where(bad, fill, flux),
         np.where(bad, np.zeros((), ivar.dtype), ivar),
         spectra._wave,
     )
@@ -165,7 +179,10 @@ class Standardizer(NamedTuple):
     scale: np.ndarray
 
     def transform(self, x):
-        """Standardise ``Labels``/``Spectra`` (ivar scaled by ``scale**2``) or a raw array."""
+        """Standardise ``Labels``/``Spectra`` (ivar scaled by ``scale**2``) or a raw array ``(..., n_columns)``.
+
+        The column count must match the fitted one (``ValueError`` naming ``x``), also for a raw array.
+        """
         c, s = np.asarray(self.center), np.asarray(self.scale)
         if isinstance(x, Labels):
             _check_width(x.n_labels, c)
@@ -181,20 +198,39 @@ class Standardizer(NamedTuple):
                 (np.asarray(x.ivar) * s**2).astype(x.ivar.dtype),
                 x._wave,
             )
+        _check_last_axis(x, c, "x")
         return (x - self.center) / self.scale
 
     def inverse(self, x):
         """Back to physical units: ``x * scale + center`` (array ``(..., n_columns)``)."""
+        _check_last_axis(x, self.center, "x")
         return x * self.scale + self.center
 
     def inverse_err(self, err):
-        """Errors back to physical units: ``err * scale``."""
+        """Errors back to physical units: ``err * scale`` (array ``(..., n_columns)``)."""
+        _check_last_axis(err, self.center, "err")
         return err * self.scale
 
 
 def _check_width(n: int, center: np.ndarray) -> None:
     if center.shape != (n,):
         raise ValueError(f"x: expected {center.shape[0]} columns (as the standardizer was fitted), found {n}")
+
+
+def _check_last_axis(x, center, name: str) -> None:
+    """A raw array must have one column per standardised column on its last axis (no silent broadcasting).
+
+    Only shapes are read, so this also works on tracers inside ``jit``.
+    """
+    c_shape = np.shape(center)
+    if len(c_shape) != 1:
+        return
+    shape = np.shape(x)
+    if not shape or shape[-1] != c_shape[0]:
+        raise ValueError(
+            f"{name}: expected an array (..., {c_shape[0]}), {c_shape[0]} columns as the standardizer "
+            f"was fitted, found shape {shape}"
+        )
 
 
 def fit_standardizer(x: Labels | Spectra | np.ndarray, *, method: str = "percentile") -> Standardizer:
@@ -239,4 +275,4 @@ def fit_standardizer(x: Labels | Spectra | np.ndarray, *, method: str = "percent
 
 
 # Standardizers live inside trained models, so model files may hold them.
-io.register("data.Standardizer")(Standardizer)
+io.register("data.Standardizer", arrays={"center": io.Array(1), "scale": io.Array(1)})(Standardizer)
