@@ -255,7 +255,7 @@ def test_issue14_integer_input_is_converted_exactly_or_refused():
     with pytest.raises(
         ValueError, match=r"flux: expected integers that float32 holds exactly, found 16777217 first at"
     ):
-        Spectra(np.array([[1, 16777217]], np.int32), ivar=np.ones((1, 2)))
+        Spectra(np.array([[1, 16777217]], np.int32), ivar=np.ones((1, 2)), dtype=np.float32)
     with pytest.raises(ValueError, match=r"ivar: expected integers that float16 holds exactly, found 65535"):
         Spectra(np.ones((1, 1)), ivar=np.array([[65535]], np.uint16), dtype=np.float16)
     big = np.array([[2**53 + 1]], np.int64)

@@ -436,12 +436,14 @@ def test_two_outputs_equal_one_concatenated(data, trained):
     labels, spectra = data.train
     two = fit(labels, _split(spectra))
     assert two.model.n_pix == (25, N_PIX - 25)
+    # B's random start is scaled by each output's median flux (so that a fit scales with the data's unit), and
+    # the two outputs' medians differ from the whole's: the fits differ by their convergence, ~5e-4 relative
     for got, want in zip(two.model.params, trained.model.params, strict=True):
-        assert_allclose(got, want, scale=20)
+        assert_allclose(got, want, rtol=2e-3, atol=2e-3)
     test_parts = _split(data.test[1])
     a = lux.predict_labels(two.model, test_parts, progress=False)
     b = lux.predict_labels(trained.model, data.test[1], progress=False)
-    assert_allclose(a.labels.values / LABEL_SCALE, b.labels.values / LABEL_SCALE, scale=20)
+    assert_allclose(a.labels.values / LABEL_SCALE, b.labels.values / LABEL_SCALE, rtol=2e-3, atol=2e-3)
     # a star set without its second output still gets labels
     one = lux.predict_labels(two.model, [test_parts[0], None], progress=False)
     assert not one.flagged.any() and np.all(np.isfinite(one.labels.values))
