@@ -249,6 +249,8 @@ def test_verbs_refuse_another_grid_or_zero_stars(data, trained):
         cannon.predict_labels(model, Spectra(data.flux[:3], data.ivar[:3], wave + 1.0), progress=False)
     with pytest.raises(ValueError, match="^spectra: expected at least one star"):
         cannon.predict_labels(trained.model, (data.flux[:0], data.ivar[:0]), progress=False)
+    # the prediction of a model with a grid carries it (reading it raised AttributeError)
+    np.testing.assert_array_equal(cannon.predict_spectra(model, data.labels[:2]).spectra.wavelength, wave)
     with pytest.raises(ValueError, match="^labels: expected at least one star"):
         cannon.predict_spectra(trained.model, data.labels[:0])
 

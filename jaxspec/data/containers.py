@@ -180,8 +180,9 @@ class Spectra:
 
     @classmethod
     def _make(cls, flux, ivar, wave) -> Spectra:
+        """Unchecked construction (the caller vouches for the arrays); ``wave`` None, a grid or its ``_Static``."""
         obj = object.__new__(cls)
-        obj._set(flux, ivar, wave)
+        obj._set(flux, ivar, wave if wave is None or isinstance(wave, _Static) else _Static(wave))
         return obj
 
     # -- views -----------------------------------------------------------------
