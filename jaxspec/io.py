@@ -112,6 +112,7 @@ MODULES: dict[str, str] = {
     "ppca": "jaxspec.models.ppca",
     "rsca": "jaxspec.models.rsca",
     "svae": "jaxspec.models.scatter_vae",
+    "payne": "jaxspec.models.payne",
 }
 
 #: Model family -> the stable name of its model class.
@@ -122,6 +123,7 @@ FAMILY_CLASSES: dict[str, str] = {
     "ppca": "ppca.Model",
     "rsca": "rsca.Model",
     "svae": "svae.Model",
+    "payne": "payne.Model",
 }
 
 #: Class names in files of format 1 (module paths of jaxspec 0.1) -> stable names.  Never remove an entry.

@@ -3,7 +3,8 @@
 ``lux`` (Horta et al. 2025; ``lux.cv`` cross-validation, ``lux.mlp`` one
 nonlinear output), ``ppca`` (probabilistic PCA with missing data), ``rsca``
 (de Mijolla & Ness 2021, on ``ppca``), ``scatter_vae`` (Laroche & Speagle
-2023) and ``cannon`` (the quadratic Cannon, the supervised baseline).
+2023), ``cannon`` (the quadratic Cannon, the supervised baseline) and
+``payne`` (The Payne's spectral emulator, Ting et al. 2019).
 Importing this package imports none of them (so neither flax nor optax).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["cannon", "lux", "ppca", "rsca", "scatter_vae"]
+__all__ = ["cannon", "lux", "payne", "ppca", "rsca", "scatter_vae"]
 
 _DEPRECATED = {"lux_cv": "lux.cv", "lux_mlp": "lux.mlp"}
 
