@@ -29,7 +29,7 @@ import pytest
 
 from jaxspec import Labels, Spectra
 from jaxspec.data import mock
-from jaxspec.models import cannon, lux, ppca, rsca
+from jaxspec.models import cannon, lux, payne, ppca, rsca
 from jaxspec.models import scatter_vae as svae
 from jaxspec.models._common import FitResult
 from jaxspec.models.lux import mlp
@@ -133,6 +133,11 @@ def _fit_rsca(x, ids, key):
     return rsca.fit(x, ids, key=key, config=config, progress=False)
 
 
+def _fit_payne(x, labels, key):
+    config = payne.Config(hidden=(8, 8), epochs=5, batch_size=32, validate_every=1, learning_rate=1e-2, loss_scale=1.0)
+    return payne.fit(x, labels, key=key, config=config, progress=False)
+
+
 def _fit_svae(x, g_flux, key):
     config = svae.Config(hidden=(12, 8), latent_dim=3, batch_size=32, epochs=1)
     return svae.fit(x, g_flux=g_flux, key=key, config=config, progress=False)
@@ -234,6 +239,17 @@ ENTRIES = [
         arg="data",
         second="g_flux",
     ),
+    Entry(
+        "payne",
+        _labelled_data,
+        _spectra,
+        _fit_payne,
+        {},  # no spectra -> labels verb yet (``payne.fit_labels``, issue 15): the verb cases have nothing to run
+        payne.Config,
+        second="labels",
+        label_verbs={"predict_spectra": lambda m, lab: _spectra_out(payne.predict_spectra(m, lab, progress=False))},
+        grid=True,
+    ),
 ]
 IDS = [e.name for e in ENTRIES]
 VERBS = [pytest.param(e, v, id=f"{e.name}.{v}") for e in ENTRIES for v in e.verbs]
@@ -324,6 +340,9 @@ def test_fit_trains_past_a_star_with_nothing_measured_and_a_pixel_masked_everywh
     x = entry.pack(clean.flux, clean.ivar, clean.wave)
     for verb in entry.verbs.values():
         values, flagged = verb(result.model, x, clean.second)
+        _assert_flagged(values, flagged, set(), len(clean.flux))
+    for verb in entry.label_verbs.values():  # labels -> spectra predicts too (The Payne's only verb for now)
+        values, flagged = verb(result.model, clean.second)
         _assert_flagged(values, flagged, set(), len(clean.flux))
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from jaxspec import Labels, Spectra, io
 from jaxspec.data import mock
-from jaxspec.models import cannon, lux, ppca, rsca
+from jaxspec.models import cannon, lux, payne, ppca, rsca
 from jaxspec.models._common import FitResult, LabelPrediction, SpectraPrediction
 from tests.conftest import assert_allclose
 from tests.test_reference_files import CHECKS, versions
@@ -80,6 +80,11 @@ def _cannon_verbs(model, spectra, labels):
         (cannon.predict_labels(model, spectra, progress=False), LabelPrediction),
         (cannon.predict_spectra(model, labels), SpectraPrediction),
     ]
+
+
+def _payne_verbs(model, spectra, labels):
+    # labels -> spectra only: The Payne's spectra -> labels verb (``fit_labels``, issue 15) does not exist yet
+    return [(payne.predict_spectra(model, labels, progress=False), SpectraPrediction)]
 
 
 def _mlp_base():
@@ -169,6 +174,15 @@ FAMILIES = [
         lambda model, z: _svae().decode(model, z),
         _z(lambda m: m.config.latent_dim),
         _svae_verbs,
+    ),
+    Family(
+        "payne",
+        payne,
+        _labelled,
+        payne.Config(hidden=(8, 8), epochs=5, batch_size=32, validate_every=1, learning_rate=1e-2, loss_scale=1.0),
+        payne.decode,
+        lambda model: np.array([[4800.0, 2.5], [5100.0, 2.2], [4500.0, 2.9]]),
+        _payne_verbs,
     ),
 ]
 

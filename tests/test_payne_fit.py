@@ -324,6 +324,7 @@ def test_fit_refuses_bad_input_naming_the_argument(teacher, name, error, arg):
         ("hidden", (), ValueError),
         ("hidden", (16, 0), ValueError),
         ("hidden", (16, 8.5), TypeError),
+        ("hidden", 8, TypeError),
         ("loss", "l3", ValueError),
         ("optimizer", "sgd", ValueError),
         ("learning_rate", 0.0, ValueError),

@@ -131,6 +131,20 @@ def check_svae(version: str) -> None:
     _close(sv.anomaly_score(model, data, g, progress=False), d["anomaly_score"], rtol=1e-5, atol=1e-6)
 
 
+def check_payne(version: str) -> None:
+    from jaxspec.models import payne
+
+    path, d = _files("payne", version)
+    model = io.load(path, family="payne")
+    assert model.file_format == "network" and model.label_names == tuple(str(n) for n in d["label_names"])
+    np.testing.assert_array_equal(model.wavelength, d["wavelength"])
+    pred = payne.predict_spectra(model, _labels(d), progress=False)
+    # flagged: a missing label or one outside the training box (flux 1, ivar 0)
+    np.testing.assert_array_equal(pred.flagged, d["pred_flagged"])
+    _close(pred.spectra.flux, d["pred_flux"], rtol=1e-5, atol=1e-6)
+    _close(payne.decode(model, d["probe_labels"]), d["decoded"], rtol=1e-5, atol=1e-6)
+
+
 CHECKS = {
     "lux": check_lux,
     "lux_mlp": check_lux_mlp,
@@ -138,6 +152,7 @@ CHECKS = {
     "ppca": check_ppca,
     "rsca": check_rsca,
     "svae": check_svae,
+    "payne": check_payne,
 }
 CASES = [(family, version) for family in CHECKS for version in versions(family)]
 

@@ -70,8 +70,10 @@ class Config:
 
     def __post_init__(self):
         h = self.hidden
-        if not (isinstance(h, tuple | list) and len(h) > 0):
-            raise ValueError(f"config.hidden: expected a non-empty tuple of positive ints, found {h!r}")
+        if not isinstance(h, tuple | list):
+            raise TypeError(f"config.hidden: expected a tuple of positive ints, found {type(h).__name__} {h!r}")
+        if len(h) == 0:
+            raise ValueError("config.hidden: expected at least one hidden layer, found ()")
         for i, width in enumerate(h):
             check_int(width, f"config.hidden[{i}]", minimum=1)
         object.__setattr__(self, "hidden", tuple(int(w) for w in h))

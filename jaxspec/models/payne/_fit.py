@@ -122,7 +122,7 @@ def _training_set(spectra, labels) -> tuple:
         j = int(np.flatnonzero(flat)[0])
         raise ValueError(
             f"labels: expected every label to vary over the training stars (x_min < x_max), "
-            f"found {labels.names[j]!r} equal to {values[0, j]!r} in all {used.size}"
+            f"found {labels.names[j]!r} equal to {float(values[0, j])!r} in all {used.size}"
         )
     if not complete.all():
         warnings.warn(

@@ -158,7 +158,7 @@ class Model:
             bad = int(np.flatnonzero(~(np.isfinite(lo) & np.isfinite(hi) & (hi > lo)))[0])
             raise ValueError(
                 f"x_max: expected finite x_max > x_min for every label, found {names[bad]!r}: "
-                f"x_min {lo[bad]!r}, x_max {hi[bad]!r}"
+                f"x_min {float(lo[bad])!r}, x_max {float(hi[bad])!r}"
             )
         if self.wavelength is not None:
             w = np.asarray(self.wavelength)
