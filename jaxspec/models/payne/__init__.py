@@ -45,11 +45,26 @@ box of the training labels, L1 loss over the measured pixels,
 
 RAdam at a learning rate of :math:`10^{-4}` on batches of 512, the weights of
 the best validation loss kept) through the engine's train step and loop.
+
+:func:`fit_labels` is The Payne's fitter for a whole survey: every star's
+scaled labels (bounded to the box by :math:`s = \tfrac12\tanh u`) and radial
+velocity (:math:`v = 5\tanh w` km/s, relativistic Doppler factor, linear
+interpolation on the model's grid) minimise
+
+.. math::
+
+    \chi^2 = \sum_l w_l \bigl(f_l - \mathrm{NN}(s)(\lambda_l / D(v))\bigr)^2
+
+through the engine's per-star optimiser (dense damped Gauss-Newton, exact
+Jacobians, vmapped and chunked), with the Laplace covariance in the physical
+labels and RV (:class:`LabelFit`); :func:`predict_labels` is the contract's
+verb over it.
 """
 
 from jaxspec.models.payne._config import Config
 from jaxspec.models.payne._files import NETWORK_LABEL_NAMES, PER_PIXEL_LABEL_NAMES, load, save_payne_format
 from jaxspec.models.payne._fit import fit
+from jaxspec.models.payne._fit_labels import LabelFit, fit_labels, predict_labels
 from jaxspec.models.payne._model import (
     LEAKY_SLOPE,
     Layer,
@@ -67,13 +82,16 @@ __all__ = [
     "NETWORK_LABEL_NAMES",
     "PER_PIXEL_LABEL_NAMES",
     "Config",
+    "LabelFit",
     "Layer",
     "Model",
     "PerPixel",
     "decode",
     "decode_scaled",
     "fit",
+    "fit_labels",
     "load",
+    "predict_labels",
     "predict_spectra",
     "save_payne_format",
     "scale_labels",
