@@ -471,11 +471,7 @@ def save(path: str | os.PathLike, model: Any, *, metadata: dict | None = None) -
     family = type(model).__dict__.get("_jaxspec_family")
     if family is None or _FAMILIES.get(family) is not type(model):
         raise TypeError(f"model: expected an instance of a registered model family {families()}, found {type(model)!r}")
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"path: folder {path.parent} does not exist")
+    path = npz_destination(path)
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(model, arrays, "")
     meta = {
@@ -493,6 +489,16 @@ def save(path: str | os.PathLike, model: Any, *, metadata: dict | None = None) -
     except TypeError as exc:
         raise TypeError(f"metadata: expected JSON-serialisable values ({exc})") from None
     write_npz(path, {_META_KEY: np.array(text), **arrays})
+    return path
+
+
+def npz_destination(path: str | os.PathLike) -> Path:
+    """``path`` with ``.npz`` appended if missing; a ``FileNotFoundError`` naming ``path`` if its folder is absent."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"path: folder {path.parent} does not exist")
     return path
 
 

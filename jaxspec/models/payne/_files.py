@@ -221,11 +221,7 @@ def save_payne_format(model: Model, path: str | os.PathLike) -> Path:
     """
     if not isinstance(model, Model):
         raise TypeError(f"model: expected a payne.Model, found {type(model).__name__}")
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_name(path.name + ".npz")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"path: folder {path.parent} does not exist")
+    path = io.npz_destination(path)
     p = model.params
     if isinstance(p, PerPixel):
         arrays = {"w_array_0": p.w0, "w_array_1": p.w1, "b_array_0": p.b0, "b_array_1": p.b1}
