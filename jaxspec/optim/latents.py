@@ -174,6 +174,15 @@ def _residual(z, params, y, ivar, mean, root, decode):
     return jnp.concatenate([r, root @ (z - mean)])
 
 
+def _residual_and_jacobian(z, params, y, ivar, mean, root, jacobian):
+    """:func:`_residual` and its Jacobian ``(n_out + P, P)`` from the decoder's closed-form ``jacobian``."""
+    good = ivar > 0
+    sw = jnp.sqrt(jnp.where(good, ivar, 0.0))
+    f, jac = jacobian(params, z)
+    r = jnp.where(good, sw * (y - f), 0.0)
+    return jnp.concatenate([r, root @ (z - mean)]), jnp.concatenate([-sw[:, None] * jac, root])
+
+
 def _finish(z, chi2, n_good, converged, iterations, precision_at_z, fallback, *, has_prior, covariance):
     """Flag and replace non-finite or data-free results; never return NaN."""
     p = z.shape[0]
@@ -203,10 +212,11 @@ def _fit_one_linear(y, ivar, z0, mean, precision, f0, jac, jac_tri, *, has_prior
     )
 
 
-def _fit_one(params, y, ivar, z0, mean, precision, root, *, decode, method, options, has_prior, covariance):
+def _fit_one(params, y, ivar, z0, mean, precision, root, *, decode, jacobian, method, options, has_prior, covariance):
     """Iterative fit for one star."""
     args = (params, y, ivar, mean, root)
     res_fn = partial(_residual, decode=decode)
+    jac_fn = None if jacobian is None else partial(_residual_and_jacobian, jacobian=jacobian)
     if method == "lbfgs":
         objective = lambda z, *a: 0.5 * jnp.sum(jnp.square(res_fn(z, *a)))  # noqa: E731
         sol = solvers.minimize(
@@ -219,7 +229,9 @@ def _fit_one(params, y, ivar, z0, mean, precision, root, *, decode, method, opti
             max_stepsize=options.max_stepsize,
         )
     else:
-        sol = solvers.least_squares(res_fn, z0, *args, method=method, tol=options.tol, maxiter=options.maxiter)
+        sol = solvers.least_squares(
+            res_fn, z0, *args, method=method, tol=options.tol, maxiter=options.maxiter, jacobian_fn=jac_fn
+        )
     z = sol.params
     n_out = y.shape[0]
     good = ivar > 0
@@ -227,7 +239,7 @@ def _fit_one(params, y, ivar, z0, mean, precision, root, *, decode, method, opti
     chi2 = jnp.sum(jnp.square(r_data))
     hess = None
     if covariance:
-        jac = jax.jacfwd(res_fn)(z, *args)[:n_out]
+        jac = (jax.jacfwd(res_fn)(z, *args) if jac_fn is None else jac_fn(z, *args)[1])[:n_out]
         hess = jac.T @ jac + precision
     fallback = mean if has_prior else z0
     return _finish(
@@ -243,8 +255,8 @@ def _fit_one(params, y, ivar, z0, mean, precision, root, *, decode, method, opti
     )
 
 
-@partial(jax.jit, static_argnames=("decode", "method", "options", "has_prior", "covariance"))
-def _fit_chunk(params, y, ivar, z0, mean, precision, root, *, decode, method, options, has_prior, covariance):
+@partial(jax.jit, static_argnames=("decode", "jacobian", "method", "options", "has_prior", "covariance"))
+def _fit_chunk(params, y, ivar, z0, mean, precision, root, *, decode, jacobian, method, options, has_prior, covariance):
     """``vmap`` of the one-star fit over a chunk of stars ``(chunk, ...)``, in the dtype of ``z0``."""
     y, ivar = y.astype(z0.dtype), ivar.astype(z0.dtype)
     static = {"has_prior": has_prior, "covariance": covariance}
@@ -259,7 +271,7 @@ def _fit_chunk(params, y, ivar, z0, mean, precision, root, *, decode, method, op
         return jax.vmap(one, in_axes=(0, 0, 0, None, None, None, None, None))(
             y, ivar, z0, mean, precision, f0, jac, jac_tri
         )
-    one = partial(_fit_one, decode=decode, method=method, options=options, **static)
+    one = partial(_fit_one, decode=decode, jacobian=jacobian, method=method, options=options, **static)
     return jax.vmap(one, in_axes=(None, 0, 0, 0, None, None, None))(params, y, ivar, z0, mean, precision, root)
 
 
@@ -339,6 +351,7 @@ def fit_latents(
     covariance: bool = False,
     mesh: Mesh | None = None,
     progress: bool = True,
+    jacobian: Callable | None = None,
 ) -> LatentFit:
     r"""Fit each star's latents ``z`` to its data through a decoder (see the module docstring for the equation).
 
@@ -370,6 +383,15 @@ def fit_latents(
         :func:`jaxspec.optim.sharding.data_mesh`, all devices).
     progress : bool
         Show a progress bar over chunks.
+    jacobian : callable, optional
+        ``jacobian(params, z) -> (f, J)``: the decoder's output and its
+        Jacobian :math:`\partial f / \partial z` ``(n_out, P)`` in closed
+        form, for ``method="dense_gauss_newton"`` (a ``ValueError`` with any
+        other method): it replaces ``jax.jacfwd(decode)`` in every iteration
+        and in the covariance, where a hand-written Jacobian is much cheaper
+        (:mod:`jaxspec.models.payne`'s fitter).  It must agree with
+        ``decode``, which still gives the implicit derivatives.  Static, like
+        ``decode``.
 
     Returns
     -------
@@ -415,9 +437,25 @@ def fit_latents(
             f"decode: expected an output of shape ({n_out},) per star to match data, found {getattr(out, 'shape', out)}"
         )
     mean, precision, root = _check_prior(prior, p, dtype)
+    if jacobian is not None:
+        if method != "dense_gauss_newton":
+            raise ValueError(f"jacobian: only method='dense_gauss_newton' takes one, found method={method!r}")
+        try:
+            f_jac = jax.eval_shape(jacobian, params, jax.ShapeDtypeStruct((p,), dtype))
+        except Exception as exc:
+            raise ValueError(f"jacobian: failed on latents of shape ({p},) (from z0): {exc}") from exc
+        shapes = tuple(getattr(x, "shape", None) for x in f_jac) if isinstance(f_jac, tuple) else None
+        if shapes != ((n_out,), (n_out, p)):
+            raise ValueError(f"jacobian: expected (f, J) of shapes ({n_out},) and ({n_out}, {p}), found {shapes}")
 
     mesh = sharding.data_mesh() if mesh is None else mesh
-    static = {"decode": decode, "method": method, "options": options, "has_prior": prior is not None}
+    static = {
+        "decode": decode,
+        "jacobian": jacobian,
+        "method": method,
+        "options": options,
+        "has_prior": prior is not None,
+    }
 
     def one_chunk(rows):
         return _fit_chunk(params, *rows, mean, precision, root, covariance=covariance, **static)

@@ -96,6 +96,7 @@ def least_squares(
     method: str = "gauss_newton",
     tol: float = 1e-6,
     maxiter: int = 50,
+    jacobian_fn: Callable | None = None,
 ) -> SolverResult:
     r"""Minimise :math:`\tfrac12 \sum_i r_i(x, \ldots)^2` for one problem.
 
@@ -123,6 +124,11 @@ def least_squares(
         Stopping tolerance (see ``method``).
     maxiter : int
         Iteration cap.
+    jacobian_fn : callable, optional
+        ``jacobian_fn(x, *args) -> (r, J)``: the residuals and their Jacobian
+        ``(m, n)`` in closed form, used by ``"dense_gauss_newton"`` in place
+        of ``jax.jacfwd(residual_fn)`` (``residual_fn`` still gives the
+        implicit derivatives).  Not accepted by the jaxopt methods.
 
     Returns
     -------
@@ -136,6 +142,8 @@ def least_squares(
     (2.0, True)
     """
     _check(tol, maxiter)
+    if jacobian_fn is not None and method != "dense_gauss_newton":
+        raise ValueError(f"jacobian_fn: only method='dense_gauss_newton' takes one, found method={method!r}")
     if method == "gauss_newton":
         solver = jaxopt.GaussNewton(residual_fun=residual_fn, tol=tol, maxiter=maxiter, implicit_diff=True)
     elif method == "levenberg_marquardt":
@@ -148,7 +156,7 @@ def least_squares(
             implicit_diff=True,
         )
     elif method == "dense_gauss_newton":
-        x, (iterations, error) = _dense_gauss_newton(residual_fn, tol, maxiter)(x0, args)
+        x, (iterations, error) = _dense_gauss_newton(residual_fn, tol, maxiter, jacobian_fn)(x0, args)
         value = 0.5 * jnp.sum(jnp.square(residual_fn(x, *args)))
         converged = (error <= tol) & jnp.isfinite(value) & _finite(x)
         return SolverResult(x, value, iterations, converged)
@@ -161,7 +169,7 @@ def least_squares(
     return SolverResult(x, value, jnp.asarray(state.iter_num), converged)
 
 
-def _dense_gauss_newton(residual_fn: Callable, tol: float, maxiter: int) -> Callable:
+def _dense_gauss_newton(residual_fn: Callable, tol: float, maxiter: int, jacobian_fn: Callable | None) -> Callable:
     """``solve(x0, args) -> (x, (iterations, last_step_norm))`` for a flat array ``x``; implicit derivatives."""
 
     def optimality(x, args):
@@ -174,8 +182,10 @@ def _dense_gauss_newton(residual_fn: Callable, tol: float, maxiter: int) -> Call
         eye = jnp.eye(x0.shape[0], dtype=x0.dtype)
 
         def linearise(x):
-            # one forward pass gives both the residuals and (as the jvp's primal) the Jacobian
-            jac, r = jax.jacfwd(lambda x: (lambda r: (r, r))(fun(x)), has_aux=True)(x)
+            if jacobian_fn is not None:
+                r, jac = jacobian_fn(x, *args)
+            else:  # one forward pass gives both the residuals and (as the jvp's primal) the Jacobian
+                jac, r = jax.jacfwd(lambda x: (lambda r: (r, r))(fun(x)), has_aux=True)(x)
             return 0.5 * jnp.sum(jnp.square(r)), jac.T @ jac, jac.T @ r
 
         def body(carry):

@@ -26,6 +26,7 @@ physical labels by :math:`x_{\max} - x_{\min}`.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -34,8 +35,9 @@ import numpy as np
 
 from jaxspec.data.containers import Labels, Spectra
 from jaxspec.models._common import CHUNK_SIZE, LabelPrediction, check_finite_measured, check_stars
-from jaxspec.models.payne._doppler import C_KMS, RV_MAX, shift_spectrum, stencil
-from jaxspec.models.payne._model import Model, compute_dtype, one_star
+from jaxspec.models.payne._doppler import C_KMS, RV_MAX, log_chips, scan_chi2, shift_spectrum, stencil
+from jaxspec.models.payne._linearise import n_labels_of, observed, pixel_major, value, value_and_jacobian
+from jaxspec.models.payne._model import Model, PerPixel, compute_dtype, one_star
 from jaxspec.optim.chunks import map_chunks
 from jaxspec.optim.latents import FitOptions, fit_latents
 
@@ -44,6 +46,11 @@ __all__ = ["C_KMS", "DEFAULT_OPTIONS", "ON_BOUND", "RV_MAX", "LabelFit", "fit_la
 #: A fraction of the half-width of the box within which a parameter counts as on its bound
 #: (``|s| > 0.499`` for labels, ``|v| > 4.99`` km/s for the RV).
 ON_BOUND = 0.998
+#: The velocities (km/s) at which :func:`fit_labels` checks each star's best-fit spectrum for a lower
+#: chi2 (``rv_scan=True``): every 0.25 km/s over the RV box.
+RV_SCAN = np.linspace(-RV_MAX, RV_MAX, 41)
+#: A restart from the scan starts at most this fraction of the RV bound (``arctanh`` stays finite).
+RV_START_LIMIT = 0.98
 #: Default solver options: the tolerance is on the step in the unbounded ``(u, w)``.
 DEFAULT_OPTIONS = FitOptions(tol=1e-4, maxiter=100)
 
@@ -116,24 +123,34 @@ def _model_sv(args, s, v):
 
 def _decode(args, z):
     """One star's observed-frame spectrum from its unbounded ``z`` (one function object: compiled once)."""
-    params = args[0]
-    m = params.w0.shape[-1] if hasattr(params, "w0") else params[0].w.shape[1]
-    s, v = _physical(z, m)
+    s, v = _physical(z, n_labels_of(args[0]))
     return _model_sv(args, s, v)
 
 
-@jax.jit
-def _laplace_chunk(rows, args):
+def _stencil_jacobian(args, s, v, with_rv: bool):
+    """``J`` of the stencil-shifted spectrum w.r.t. ``(s[, v])`` by ``jax.jacfwd`` (any grid)."""
+    m = s.shape[0]
+    theta = jnp.concatenate([s, v[None]]) if with_rv else s
+    return jax.jacfwd(lambda th: _model_sv(args, th[:m], th[m] if with_rv else v))(theta)
+
+
+def _closed_form_jacobian(args, s, v, with_rv: bool):
+    """``J`` w.r.t. ``(s[, v])`` in closed form (:func:`jaxspec.models.payne._linearise.observed`)."""
+    params, chips = args
+    return observed(params, chips if with_rv else None, s, v)[1]
+
+
+@partial(jax.jit, static_argnames="jacobian")
+def _laplace_chunk(rows, args, *, jacobian):
     """Per star: ``(s, v)``, and the covariance of ``(s[, v])`` from ``(J^T W J)^-1``, ``J`` w.r.t. ``(s[, v])``."""
     z, ivar = rows
-    params = args[0]
-    m = params.w0.shape[-1] if hasattr(params, "w0") else params[0].w.shape[1]
+    m = n_labels_of(args[0])
     with_rv = z.shape[1] > m
 
     def one(z, ivar):
         s, v = _physical(z, m)
         theta = jnp.concatenate([s, v[None]]) if with_rv else s
-        jac = jax.jacfwd(lambda th: _model_sv(args, th[:m], th[m] if with_rv else v))(theta)
+        jac = jacobian(args, s, v, with_rv)
         jw = jac * jnp.where(ivar > 0, ivar, 0.0)[:, None]
         hess = jw.T @ jac
         p = hess.shape[0]
@@ -205,6 +222,107 @@ def _starts(n_starts: int, n_params: int) -> np.ndarray:
     return z
 
 
+class _Forward(NamedTuple):
+    """The fit's static functions and their arguments (one function object each: compiled once)."""
+
+    decode: object  # (args, z) -> observed spectrum
+    jacobian: object  # (args, z) -> (spectrum, J w.r.t. z), or None for jax.jacfwd
+    laplace: object  # (args, s, v, with_rv) -> J w.r.t. (s[, v])
+    rest: object  # (args, s) -> rest-frame spectrum
+    scan: object  # (args, spectrum, flux, ivar) -> chi2 at each velocity of RV_SCAN
+    args: tuple
+
+
+def _stencil_rest(args, s):
+    return one_star(args[0], s)
+
+
+def _stencil_scan(args, spectrum, flux, ivar):
+    shifted = jax.vmap(lambda v: shift_spectrum(spectrum, *args[1:], v))(jnp.asarray(RV_SCAN, spectrum.dtype))
+    return jnp.sum(ivar * jnp.square(flux - shifted), axis=1)
+
+
+def _closed_form_rest(args, s):
+    return observed(args[0], None, s, None)[0]
+
+
+def _closed_form_scan(args, spectrum, flux, ivar):
+    return scan_chi2(spectrum, args[1], flux, ivar, RV_SCAN)
+
+
+def _forward(model: Model, rv: bool, dtype) -> _Forward:
+    r"""The fit's forward model: closed-form Jacobians where the grid allows.
+
+    Without an RV, or with one on a grid uniform in :math:`\ln\lambda` within
+    each chip (APOGEE's), the spectrum and its Jacobian come from
+    :mod:`jaxspec.models.payne._linearise` (per-pixel weights pixel-major,
+    the shift by static slices); on any other grid the general stencil
+    shift with ``jax.jacfwd``.
+    """
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), model.params)
+    chips = log_chips(model.wavelength) if rv else None
+    if rv and chips is None:
+        offsets, index = stencil(model.wavelength, dtype)
+        args = (params, jnp.asarray(model.wavelength, dtype), jnp.asarray(offsets), jnp.asarray(index))
+        return _Forward(_decode, None, _stencil_jacobian, _stencil_rest, _stencil_scan, args)
+    if isinstance(params, PerPixel):
+        params = pixel_major(params)
+    return _Forward(
+        value, value_and_jacobian, _closed_form_jacobian, _closed_form_rest, _closed_form_scan, (params, chips)
+    )
+
+
+@partial(jax.jit, static_argnames=("rest", "scan"))
+def _scan_chunk(rows, args, *, rest, scan):
+    """Per star ``(RV_SCAN,)``: chi2 of the best-fit rest-frame spectrum shifted to each velocity of the scan."""
+    z, flux, ivar = rows
+    m = n_labels_of(args[0])
+
+    def one(z, flux, ivar):
+        return scan(args, rest(args, 0.5 * jnp.tanh(z[:m])), flux, ivar)
+
+    return jax.vmap(one)(z, flux, ivar)
+
+
+def _pad_to(rows: tuple, size: int) -> tuple:
+    """Repeat the last row until every array has at least ``size`` rows (one chunk shape: no recompilation)."""
+    n = rows[0].shape[0]
+    if n >= size:
+        return rows
+    take = np.concatenate([np.arange(n), np.full(size - n, n - 1)])
+    return tuple(x[take] for x in rows)
+
+
+def _rescue_rv(solve, fwd: _Forward, flux, ivar, fit: tuple, chunk: int) -> tuple:
+    """Refit the stars whose best-fit spectrum matches better at another velocity of the scan.
+
+    For every star, the rest-frame spectrum of its fitted labels is shifted
+    to each velocity of :data:`RV_SCAN`; where one gives a lower chi2 than
+    the fit, the star is fitted again from its labels and that velocity, and
+    the lower-chi2 fit is kept.  This finds the stars that stopped in a
+    local minimum of the RV (a pixel's width is about 4 km/s).
+    """
+    z, chi2 = fit[0], fit[1]
+    scan = map_chunks(
+        partial(_scan_chunk, rest=fwd.rest, scan=fwd.scan), (z, flux, ivar), fwd.args, chunk_size=chunk, to_host=True
+    )
+    scan = np.asarray(scan, np.float64)
+    todo = np.flatnonzero(np.isfinite(chi2) & (scan.min(axis=1) < chi2))
+    if todo.size == 0:
+        return fit
+    m = z.shape[1] - 1
+    z0 = z[todo].copy()
+    v0 = RV_SCAN[np.argmin(scan[todo], axis=1)]
+    z0[:, m] = np.arctanh(np.clip(v0 / RV_MAX, -RV_START_LIMIT, RV_START_LIMIT))
+    rows = _pad_to((flux[todo], ivar[todo], z0), min(chunk, flux.shape[0]))
+    new = tuple(x[: todo.size] for x in solve(*rows))
+    better = np.isfinite(new[1]) & (new[1] < chi2[todo])
+    out = tuple(x.copy() for x in fit)
+    for old, fresh in zip(out, new, strict=True):
+        old[todo[better]] = fresh[better]
+    return out
+
+
 # -- many stars ------------------------------------------------------------------------------
 
 
@@ -215,6 +333,7 @@ def fit_labels(
     rv: bool = True,
     mask=None,
     n_starts: int = 1,
+    rv_scan: bool = True,
     options: FitOptions | None = None,
     chunk_size: int = CHUNK_SIZE,
     progress: bool = True,
@@ -289,38 +408,47 @@ def fit_labels(
     flux, ivar = _spectra_arrays(model, spectra, mask, dtype)
     n, m = flux.shape[0], model.n_labels
     p = m + int(bool(rv))
-    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), model.params)
-    if rv:
-        offsets, index = stencil(model.wavelength, dtype)
-        args = (params, jnp.asarray(model.wavelength, dtype), jnp.asarray(offsets), jnp.asarray(index))
-    else:
-        args = (params, None, None, None)
+    fwd = _forward(model, bool(rv), dtype)
+
+    def solve(rows_f, rows_w, z0):
+        res = fit_latents(
+            fwd.decode,
+            fwd.args,
+            (rows_f, rows_w),
+            z0.astype(dtype),
+            method="dense_gauss_newton",
+            options=options._replace(chunk_size=int(chunk_size)),
+            progress=progress,
+            jacobian=fwd.jacobian,
+        )
+        return (
+            np.asarray(res.z),
+            np.asarray(res.chi2, np.float64),
+            np.asarray(res.reduced_chi2, np.float64),
+            np.asarray(res.converged),
+        )
 
     starts = _starts(int(n_starts), p)
     k = starts.shape[0]
     rows_f = np.repeat(flux, k, axis=0) if k > 1 else flux
     rows_w = np.repeat(ivar, k, axis=0) if k > 1 else ivar
-    z0 = np.tile(starts, (n, 1)).astype(dtype)
-    res = fit_latents(
-        _decode,
-        args,
-        (rows_f, rows_w),
-        z0,
-        method="dense_gauss_newton",
-        options=options._replace(chunk_size=int(chunk_size)),
-        progress=progress,
+    z, chi2, reduced, converged = (
+        x.reshape(n, k, *x.shape[1:]) for x in solve(rows_f, rows_w, np.tile(starts, (n, 1)))
     )
-    z = np.asarray(res.z).reshape(n, k, p)
-    chi2 = np.asarray(res.chi2, np.float64).reshape(n, k)
-    converged = np.asarray(res.converged).reshape(n, k)
     # the lowest chi2 of the finite fits (a failed start has chi2 inf); ties go to the earliest start
     best = np.argmin(np.where(np.isfinite(chi2), chi2, np.inf), axis=1)
     pick = np.arange(n)
-    z, chi2, converged = z[pick, best], chi2[pick, best], converged[pick, best]
-    reduced = np.asarray(res.reduced_chi2, np.float64).reshape(n, k)[pick, best]
+    z, chi2, reduced, converged = z[pick, best], chi2[pick, best], reduced[pick, best], converged[pick, best]
+    if rv and rv_scan:
+        z, chi2, reduced, converged = _rescue_rv(solve, fwd, flux, ivar, (z, chi2, reduced, converged), int(chunk_size))
 
     theta, cov = map_chunks(
-        _laplace_chunk, (z, ivar), args, chunk_size=int(chunk_size), to_host=True, desc="payne.fit_labels"
+        partial(_laplace_chunk, jacobian=fwd.laplace),
+        (z, ivar),
+        fwd.args,
+        chunk_size=int(chunk_size),
+        to_host=True,
+        desc="payne.fit_labels",
     )
     theta, cov = np.asarray(theta, np.float64), np.asarray(cov, np.float64)
     n_good = np.sum(ivar > 0, axis=1)
