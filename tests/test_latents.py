@@ -292,3 +292,26 @@ def test_closed_form_jacobian_gives_the_same_fit_and_covariance():
     with pytest.raises(ValueError, match="jacobian"):
         fit_latents(decode_mlp, params, (y, ivar), np.zeros(P), jacobian=lambda p, z: (decode_mlp(p, z), z),
                     method="dense_gauss_newton")  # fmt: skip
+
+
+def test_slots_refill_gives_every_star_the_same_iterates():
+    """``FitOptions(slots=k)``: k lanes refilled as stars finish; the same solutions and iteration counts."""
+    params, _, y, ivar = mlp_problem(noise=0.05)
+    rng = np.random.default_rng(4)
+    z0 = rng.uniform(-1.5, 1.5, (N_STARS, P)).astype(np.float32)  # iteration counts vary from star to star
+    kw = {"method": "dense_gauss_newton", "covariance": True, "progress": False}
+    plain = fit_latents(decode_mlp, params, (y, ivar), z0, options=FitOptions(tol=1e-5), **kw)
+    for slots in (1, 2, 4):
+        pooled = fit_latents(decode_mlp, params, (y, ivar), z0, options=FitOptions(tol=1e-5, slots=slots), **kw)
+        # the same arithmetic per star; float32 rounding differs with the batch shape near the tolerance
+        slack = 0 if jax.config.jax_enable_x64 else 1
+        assert np.abs(np.asarray(pooled.iterations) - np.asarray(plain.iterations)).max() <= slack
+        assert_allclose(pooled.z, plain.z, scale=10)
+        assert_allclose(pooled.covariance, plain.covariance, scale=10)
+        np.testing.assert_array_equal(pooled.converged, plain.converged)
+    assert len(set(np.asarray(plain.iterations).tolist())) > 1
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="options.slots"):
+            fit_latents(decode_mlp, params, (y, ivar), z0, method="dense_gauss_newton", options=FitOptions(slots=bad))
+    with pytest.raises(ValueError, match="options.slots"):
+        fit_latents(decode_mlp, params, (y, ivar), z0, method="gauss_newton", options=FitOptions(slots=2))

@@ -335,3 +335,35 @@ def test_thousand_stars_uncertainties_are_right(shipped):
     std = _pulls(fit, truth, v)[ok].std(axis=0)
     assert np.all(np.abs(std - 1) < 0.1), std
     assert abs(np.median(fit.reduced_chi2[ok]) - 1) < 0.05
+
+
+def _real(path, flux_key, err_key):
+    """The Payne's sample spectra: errors >= 1 (its 'bad pixel' convention) and non-finite values masked."""
+    with np.load(path) as f:
+        flux, err = np.atleast_2d(f[flux_key]), np.atleast_2d(f[err_key])
+        extra = {k: f[k] for k in f.files if k not in (flux_key, err_key)}
+    ivar = np.where((err > 0) & (err < 1) & np.isfinite(flux), 1.0 / err**2, 0.0)
+    return np.where(ivar > 0, flux, 1.0), ivar, extra
+
+
+def test_real_apogee_spectra(shipped, shared_data):
+    """The real spectra shipped with The Payne: a combined spectrum, and three visits of another star."""
+    from jaxspec.data.rest_frame import to_rest_frame
+
+    folder = shared_data / "payne"
+    with np.load(folder / "apogee_mask.npz") as f:
+        mask = f["apogee_mask"]
+    flux, ivar, _ = _real(folder / "spectrum_ap_id_2M13012770+5754582_.npz", "spectrum", "spec_err")
+    fit = payne.fit_labels(shipped, Spectra(flux, ivar, shipped.wavelength), mask=mask, progress=False)
+    assert fit.converged[0] and not fit.flagged[0] and not fit.on_bound[0]
+    teff, logg = fit.labels.values[0, :2]
+    assert 4700 < teff < 5200 and 4.3 < logg < 4.7  # a K dwarf (4921 K, 4.52 when written)
+    assert 1.0 < fit.reduced_chi2[0] < 10.0  # 4.19 when written: the emulator is not a perfect model of real stars
+    # the visits are heliocentric, 65 km/s apart (VHELIO): moved to rest by the survey's velocities, the fitter's
+    # own RV is small; without that step, the RV sits on its 5 km/s bound and the fit is flagged as such
+    flux, ivar, extra = _real(folder / "visit_spectra_ap_id_2M06133561+2433362_.npz", "spectra", "spec_errs")
+    visits = Spectra(flux, ivar, shipped.wavelength)
+    raw = payne.fit_labels(shipped, visits, mask=mask, progress=False)
+    assert raw.on_bound.all() and np.all(np.abs(raw.rv) > 4.99)
+    rest = payne.fit_labels(shipped, to_rest_frame(visits, extra["vhelios"]), mask=mask, progress=False)
+    assert np.all(np.abs(rest.rv) < 3.0) and np.all(np.isfinite(rest.reduced_chi2))

@@ -119,6 +119,13 @@ class FitOptions(NamedTuple):
         L-BFGS implementation for ``method="lbfgs"``.
     max_stepsize : float
         Largest L-BFGS line-search step.
+    slots : int or None
+        ``method="dense_gauss_newton"`` only: solve each chunk on this many
+        lanes that take the next star as soon as theirs has finished
+        (:func:`jaxspec.optim.solvers.pooled_gauss_newton`), instead of one
+        ``vmap`` whose every star waits for the chunk's slowest.  Each star
+        gets the same iterates; the fit is then not differentiable.  None
+        (default): the ``vmap``, with implicit derivatives.
     """
 
     tol: float = 1e-6
@@ -126,6 +133,7 @@ class FitOptions(NamedTuple):
     chunk_size: int = 1024
     backend: str = "jaxopt"
     max_stepsize: float = 1e3
+    slots: int | None = None
 
 
 class LatentFit(NamedTuple):
@@ -168,10 +176,10 @@ def _cholesky_solve(a, b):
 
 
 def _residual(z, params, y, ivar, mean, root, decode):
-    """Whitened residuals: data ``sqrt(w) (y - f(z))`` then prior ``Lambda^(1/2) (z - mu)``."""
+    """Whitened residuals: data ``sqrt(w) (y - f(z))``, then prior ``Lambda^(1/2) (z - mu)`` unless ``root`` is None."""
     good = ivar > 0
     r = jnp.where(good, jnp.sqrt(jnp.where(good, ivar, 0.0)) * (y - decode(params, z)), 0.0)
-    return jnp.concatenate([r, root @ (z - mean)])
+    return r if root is None else jnp.concatenate([r, root @ (z - mean)])
 
 
 def _residual_and_jacobian(z, params, y, ivar, mean, root, jacobian):
@@ -180,6 +188,8 @@ def _residual_and_jacobian(z, params, y, ivar, mean, root, jacobian):
     sw = jnp.sqrt(jnp.where(good, ivar, 0.0))
     f, jac = jacobian(params, z)
     r = jnp.where(good, sw * (y - f), 0.0)
+    if root is None:
+        return r, -sw[:, None] * jac
     return jnp.concatenate([r, root @ (z - mean)]), jnp.concatenate([-sw[:, None] * jac, root])
 
 
@@ -232,33 +242,56 @@ def _fit_one(params, y, ivar, z0, mean, precision, root, *, decode, jacobian, me
         sol = solvers.least_squares(
             res_fn, z0, *args, method=method, tol=options.tol, maxiter=options.maxiter, jacobian_fn=jac_fn
         )
-    z = sol.params
+    return _summarise(
+        params, y, ivar, z0, mean, precision, root, sol.params, sol.converged, sol.iterations,
+        decode=decode, jacobian=jacobian, has_prior=has_prior, covariance=covariance,
+    )  # fmt: skip
+
+
+def _summarise(
+    params, y, ivar, z0, mean, precision, root, z, converged, iterations, *, decode, jacobian, has_prior, covariance
+):
+    """chi2, the covariance and the flags of one star's iterative solution ``z``."""
+    args = (params, y, ivar, mean, root)
+    res_fn = partial(_residual, decode=decode)
     n_out = y.shape[0]
-    good = ivar > 0
-    r_data = res_fn(z, *args)[:n_out]
-    chi2 = jnp.sum(jnp.square(r_data))
+    chi2 = jnp.sum(jnp.square(res_fn(z, *args)[:n_out]))
     hess = None
     if covariance:
-        jac = (jax.jacfwd(res_fn)(z, *args) if jac_fn is None else jac_fn(z, *args)[1])[:n_out]
+        if jacobian is None:
+            jac = jax.jacfwd(res_fn)(z, *args)[:n_out]
+        else:
+            jac = _residual_and_jacobian(z, *args, jacobian=jacobian)[1][:n_out]
         hess = jac.T @ jac + precision
     fallback = mean if has_prior else z0
     return _finish(
-        z,
-        chi2,
-        jnp.sum(good),
-        sol.converged,
-        sol.iterations,
-        hess,
-        fallback,
-        has_prior=has_prior,
-        covariance=covariance,
+        z, chi2, jnp.sum(ivar > 0), converged, iterations, hess, fallback, has_prior=has_prior, covariance=covariance
     )
+
+
+def _fit_pooled(params, y, ivar, z0, mean, precision, root, *, decode, jacobian, options, has_prior, covariance):
+    """Dense Gauss-Newton of a chunk on ``options.slots`` refilling lanes (:func:`solvers.pooled_gauss_newton`)."""
+    res_fn = lambda z, y, ivar, params, mean, root: _residual(z, params, y, ivar, mean, root, decode)  # noqa: E731
+    jac_fn = None
+    if jacobian is not None:
+        jac_fn = lambda z, y, ivar, params, mean, root: _residual_and_jacobian(  # noqa: E731
+            z, params, y, ivar, mean, root, jacobian
+        )
+    z, iterations, err = solvers.pooled_gauss_newton(
+        res_fn, z0, (y, ivar), (params, mean, root), slots=options.slots, tol=options.tol, maxiter=options.maxiter,
+        jacobian_fn=jac_fn,
+    )  # fmt: skip
+    converged = (err <= options.tol) & jnp.all(jnp.isfinite(z), axis=1)
+    one = partial(_summarise, decode=decode, jacobian=jacobian, has_prior=has_prior, covariance=covariance)
+    rows = (y, ivar, z0, z, converged, iterations)  # in batches of the lanes' size: bounded memory
+    return jax.lax.map(lambda r: one(params, *r[:3], mean, precision, root, *r[3:]), rows, batch_size=options.slots)
 
 
 @partial(jax.jit, static_argnames=("decode", "jacobian", "method", "options", "has_prior", "covariance"))
 def _fit_chunk(params, y, ivar, z0, mean, precision, root, *, decode, jacobian, method, options, has_prior, covariance):
     """``vmap`` of the one-star fit over a chunk of stars ``(chunk, ...)``, in the dtype of ``z0``."""
     y, ivar = y.astype(z0.dtype), ivar.astype(z0.dtype)
+    root = root if has_prior else None  # no prior rows in the residuals
     static = {"has_prior": has_prior, "covariance": covariance}
     if method == "linear":
         p = z0.shape[1]
@@ -270,6 +303,10 @@ def _fit_chunk(params, y, ivar, z0, mean, precision, root, *, decode, jacobian, 
         one = partial(_fit_one_linear, **static)
         return jax.vmap(one, in_axes=(0, 0, 0, None, None, None, None, None))(
             y, ivar, z0, mean, precision, f0, jac, jac_tri
+        )
+    if method == "dense_gauss_newton" and options.slots is not None and options.slots < y.shape[0]:
+        return _fit_pooled(
+            params, y, ivar, z0, mean, precision, root, decode=decode, jacobian=jacobian, options=options, **static
         )
     one = partial(_fit_one, decode=decode, jacobian=jacobian, method=method, options=options, **static)
     return jax.vmap(one, in_axes=(None, 0, 0, 0, None, None, None))(params, y, ivar, z0, mean, precision, root)
@@ -334,6 +371,11 @@ def _check_options(method: str, options: FitOptions) -> None:
         raise ValueError(f"options.tol: expected a positive tolerance, found {options.tol!r}")
     if isinstance(options.maxiter, bool) or not isinstance(options.maxiter, int) or options.maxiter < 1:
         raise ValueError(f"options.maxiter: expected an int >= 1, found {options.maxiter!r}")
+    if options.slots is not None:
+        if isinstance(options.slots, bool) or not isinstance(options.slots, int) or options.slots < 1:
+            raise ValueError(f"options.slots: expected None or an int >= 1, found {options.slots!r}")
+        if method != "dense_gauss_newton":
+            raise ValueError(f"options.slots: only method='dense_gauss_newton' has slots, found method={method!r}")
 
 
 # -- many stars ------------------------------------------------------------------

@@ -45,6 +45,7 @@ __all__ = [
     "SolverResult",
     "least_squares",
     "minimize",
+    "pooled_gauss_newton",
     "scaled_cho_solve",
     "scaled_cholesky",
     "weighted_lstsq",
@@ -169,6 +170,44 @@ def least_squares(
     return SolverResult(x, value, jnp.asarray(state.iter_num), converged)
 
 
+_LAMBDA0 = 1e-3  # the dense Gauss-Newton's starting damping
+_LAMBDA_MAX = 1e12  # damping at which it gives up
+
+
+def _gn_linearise(residual_fn: Callable, jacobian_fn: Callable | None, x, args):
+    """``(value, J^T J, J^T r)`` at ``x``: from ``jacobian_fn`` or one ``jax.jacfwd`` pass."""
+    if jacobian_fn is not None:
+        r, jac = jacobian_fn(x, *args)
+    else:  # one forward pass gives both the residuals and (as the jvp's primal) the Jacobian
+        jac, r = jax.jacfwd(lambda x: (lambda r: (r, r))(residual_fn(x, *args)), has_aux=True)(x)
+    return 0.5 * jnp.sum(jnp.square(r)), jac.T @ jac, jac.T @ r
+
+
+def _gn_step(x, jtj, grad, lam):
+    """The damped Gauss-Newton step: Cholesky of the Jacobi-scaled ``J^T J + lam I``."""
+    scale = jnp.sqrt(jnp.where(jnp.diagonal(jtj) > 0, jnp.diagonal(jtj), 1.0))
+    eye = jnp.eye(x.shape[0], dtype=x.dtype)
+    a = jtj / scale[:, None] / scale[None, :] + (lam + jnp.finfo(x.dtype).eps) * eye
+    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a, lower=True), grad / scale) / scale
+
+
+def _gn_accept(state, step, new):
+    """Keep a step that does not raise the objective; adapt the damping; ``err`` = its norm (inf if refused)."""
+    x, value, jtj, grad, lam = state
+    value_new, jtj_new, grad_new = new
+    better = value_new <= value
+    pick = lambda a, b: jnp.where(better, a, b)  # noqa: E731
+    # a step within rounding of the current value still counts towards convergence
+    flat = value_new <= value + 100 * jnp.finfo(x.dtype).eps * jnp.abs(value)
+    err = jnp.where(better | flat, jnp.linalg.norm(step), jnp.inf)
+    lam = jnp.where(better, lam * 0.3, lam * 10.0)
+    return (pick(x - step, x), pick(value_new, value), pick(jtj_new, jtj), pick(grad_new, grad), lam), err
+
+
+def _gn_running(k, err, lam, tol: float, maxiter: int):
+    return (k < maxiter) & ~(err <= tol) & (lam < _LAMBDA_MAX)
+
+
 def _dense_gauss_newton(residual_fn: Callable, tol: float, maxiter: int, jacobian_fn: Callable | None) -> Callable:
     """``solve(x0, args) -> (x, (iterations, last_step_norm))`` for a flat array ``x``; implicit derivatives."""
 
@@ -178,41 +217,124 @@ def _dense_gauss_newton(residual_fn: Callable, tol: float, maxiter: int, jacobia
 
     @jaxopt.implicit_diff.custom_root(optimality, has_aux=True)
     def solve(x0, args):
-        fun = lambda x: residual_fn(x, *args)  # noqa: E731
-        eye = jnp.eye(x0.shape[0], dtype=x0.dtype)
-
-        def linearise(x):
-            if jacobian_fn is not None:
-                r, jac = jacobian_fn(x, *args)
-            else:  # one forward pass gives both the residuals and (as the jvp's primal) the Jacobian
-                jac, r = jax.jacfwd(lambda x: (lambda r: (r, r))(fun(x)), has_aux=True)(x)
-            return 0.5 * jnp.sum(jnp.square(r)), jac.T @ jac, jac.T @ r
-
         def body(carry):
-            x, value, jtj, grad, lam, k, _ = carry
-            scale = jnp.sqrt(jnp.where(jnp.diagonal(jtj) > 0, jnp.diagonal(jtj), 1.0))
-            a = jtj / scale[:, None] / scale[None, :] + (lam + jnp.finfo(x.dtype).eps) * eye
-            step = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a, lower=True), grad / scale) / scale
-            x_new = x - step
-            value_new, jtj_new, grad_new = linearise(x_new)
-            better = value_new <= value
-            pick = lambda new, old: jnp.where(better, new, old)  # noqa: E731
-            # a step within rounding of the current value still counts towards convergence
-            flat = value_new <= value + 100 * jnp.finfo(x.dtype).eps * jnp.abs(value)
-            err = jnp.where(better | flat, jnp.linalg.norm(step), jnp.inf)
-            lam = jnp.where(better, lam * 0.3, lam * 10.0)
-            return (pick(x_new, x), pick(value_new, value), pick(jtj_new, jtj), pick(grad_new, grad), lam, k + 1, err)
+            state, k, _ = carry
+            x, _, jtj, grad, lam = state
+            step = _gn_step(x, jtj, grad, lam)
+            state, err = _gn_accept(state, step, _gn_linearise(residual_fn, jacobian_fn, x - step, args))
+            return state, k + 1, err
 
         def cond(carry):
-            *_, lam, k, err = carry
-            return (k < maxiter) & ~(err <= tol) & (lam < 1e12)
+            state, k, err = carry
+            return _gn_running(k, err, state[-1], tol, maxiter)
 
-        value, jtj, grad = linearise(x0)
-        init = (x0, value, jtj, grad, jnp.asarray(1e-3, x0.dtype), jnp.asarray(0), jnp.asarray(jnp.inf, x0.dtype))
-        x, *_, k, err = jax.lax.while_loop(cond, body, init)
-        return x, (k, err)
+        lam0 = jnp.asarray(_LAMBDA0, x0.dtype)
+        init = (
+            (x0, *_gn_linearise(residual_fn, jacobian_fn, x0, args), lam0),
+            jnp.asarray(0),
+            jnp.asarray(jnp.inf, x0.dtype),
+        )
+        state, k, err = jax.lax.while_loop(cond, body, init)
+        return state[0], (k, err)
 
     return solve
+
+
+def pooled_gauss_newton(
+    residual_fn: Callable,
+    x0,
+    rows,
+    shared=(),
+    *,
+    slots: int,
+    tol: float,
+    maxiter: int,
+    jacobian_fn: Callable | None = None,
+):
+    r"""The dense Gauss-Newton of :func:`least_squares` for ``N`` problems on ``slots`` lanes that refill.
+
+    ``residual_fn(x, *row, *shared)`` (and ``jacobian_fn``, as in
+    :func:`least_squares`) for one problem, ``row`` its slice of ``rows``
+    (a tuple of arrays ``(N, ...)``).  Every loop iteration takes one step on
+    every lane (``vmap``); a lane whose problem has finished (the same test
+    as :func:`least_squares`: step norm ``<= tol``, ``maxiter`` steps, or
+    damping beyond :math:`10^{12}`) writes it out and takes the next
+    problem of the queue.  The work is then about the *sum* of the
+    iterations over ``slots`` lanes, not ``N`` times the slowest problem of
+    a ``vmap``, which pays when iteration counts vary (a few stars needing
+    three times the median).  Each problem sees exactly the iterates of
+    :func:`least_squares`.  Not differentiable (no implicit derivatives: a
+    ``while_loop`` with a data-dependent queue).
+
+    Returns
+    -------
+    x : array ``(N, n)``, iterations : int array ``(N,)``, error : array ``(N,)``
+        The solutions, steps taken, and the last step norm (``inf`` after a
+        refused step), as the ``while_loop`` solver gives them.
+    """
+    n, dtype = x0.shape[0], x0.dtype
+    slots = min(int(slots), n)
+    lin = jax.vmap(lambda x, row: _gn_linearise(residual_fn, jacobian_fn, x, (*row, *shared)))
+    take = lambda tree, idx: jax.tree_util.tree_map(lambda a: a[idx], tree)  # noqa: E731
+
+    def body(carry):
+        state, k, err, idx, fresh, active, row, nxt, out = carry
+        x, _, jtj, grad, lam = state
+        step = jnp.where(fresh[:, None], 0.0, jax.vmap(_gn_step)(x, jtj, grad, lam))
+        x_try = jnp.where(fresh[:, None], take(x0, idx), x - step)
+        new = lin(x_try, row)
+        accepted, err_new = jax.vmap(_gn_accept)(state, step, new)
+        started = (x_try, *new, jnp.full_like(lam, _LAMBDA0))
+        f = lambda a, b: jnp.where(fresh.reshape(-1, *([1] * (a.ndim - 1))), a, b)  # noqa: E731
+        state = jax.tree_util.tree_map(f, started, accepted)
+        k = jnp.where(fresh, 0, k + 1)
+        err = jnp.where(fresh, jnp.inf, err_new)
+        done = active & ~fresh & ~_gn_running(k, err, state[-1], tol, maxiter)
+        where = jnp.where(done, idx, n)  # out of range: dropped
+        out = (
+            out[0].at[where].set(state[0], mode="drop"),
+            out[1].at[where].set(k, mode="drop"),
+            out[2].at[where].set(err, mode="drop"),
+        )
+        order = jnp.cumsum(done) - 1
+        new_idx = nxt + order
+        refill = done & (new_idx < n)
+        idx = jnp.where(refill, new_idx, idx)
+        row = jax.tree_util.tree_map(
+            lambda cur, all_: jnp.where(
+                refill.reshape(-1, *([1] * (cur.ndim - 1))), all_[jnp.minimum(idx, n - 1)], cur
+            ),
+            row,
+            rows,
+        )
+        return state, k, err, idx, refill, (active & ~done) | refill, row, nxt + jnp.sum(done), out
+
+    def cond(carry):
+        return jnp.any(carry[5])
+
+    idx = jnp.arange(slots)
+    row = take(rows, idx)
+    p = x0.shape[1]
+    state = (
+        take(x0, idx),
+        jnp.zeros(slots, dtype),
+        jnp.zeros((slots, p, p), dtype),
+        jnp.zeros((slots, p), dtype),
+        jnp.full(slots, _LAMBDA0, dtype),
+    )
+    out = (x0, jnp.zeros(n, jnp.int32), jnp.full(n, jnp.inf, dtype))
+    init = (
+        state,
+        jnp.zeros(slots, jnp.int32),
+        jnp.full(slots, jnp.inf, dtype),
+        idx,
+        jnp.ones(slots, bool),
+        jnp.ones(slots, bool),
+        row,
+        jnp.asarray(slots),
+        out,
+    )
+    return jax.lax.while_loop(cond, body, init)[-1]
 
 
 def minimize(

@@ -36,7 +36,14 @@ import numpy as np
 from jaxspec.data.containers import Labels, Spectra
 from jaxspec.models._common import CHUNK_SIZE, LabelPrediction, check_finite_measured, check_stars
 from jaxspec.models.payne._doppler import C_KMS, RV_MAX, log_chips, scan_chi2, shift_spectrum, stencil
-from jaxspec.models.payne._linearise import n_labels_of, observed, pixel_major, value, value_and_jacobian
+from jaxspec.models.payne._linearise import (
+    n_labels_of,
+    observed,
+    pixel_major,
+    rest_spectrum,
+    value,
+    value_and_jacobian,
+)
 from jaxspec.models.payne._model import Model, PerPixel, compute_dtype, one_star
 from jaxspec.optim.chunks import map_chunks
 from jaxspec.optim.latents import FitOptions, fit_latents
@@ -51,8 +58,12 @@ ON_BOUND = 0.998
 RV_SCAN = np.linspace(-RV_MAX, RV_MAX, 41)
 #: A restart from the scan starts at most this fraction of the RV bound (``arctanh`` stays finite).
 RV_START_LIMIT = 0.98
-#: Default solver options: the tolerance is on the step in the unbounded ``(u, w)``.
-DEFAULT_OPTIONS = FitOptions(tol=1e-4, maxiter=100)
+#: Stars per ``vmap`` inside a chunk's covariance and RV-scan passes (``jax.lax.map`` batches: each
+#: star's ``(L, P)`` Jacobian stays in cache instead of a chunk's worth of them in memory).
+_BATCH = 16
+#: Default solver options: the tolerance is on the step in the unbounded ``(u, w)``; each chunk is solved on
+#: 16 refilling lanes (:class:`~jaxspec.optim.FitOptions` ``slots``).
+DEFAULT_OPTIONS = FitOptions(tol=1e-4, maxiter=100, slots=16)
 
 
 class LabelFit(NamedTuple):
@@ -162,7 +173,7 @@ def _laplace_chunk(rows, args, *, jacobian):
         cov = jnp.where(ok, cov, jnp.diag(jnp.full(p, jnp.inf, z.dtype)))
         return theta, cov
 
-    return jax.vmap(one)(z, ivar)
+    return jax.lax.map(lambda a: one(*a), (z, ivar), batch_size=_BATCH)
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -243,7 +254,7 @@ def _stencil_scan(args, spectrum, flux, ivar):
 
 
 def _closed_form_rest(args, s):
-    return observed(args[0], None, s, None)[0]
+    return rest_spectrum(args[0], s)
 
 
 def _closed_form_scan(args, spectrum, flux, ivar):
@@ -281,7 +292,7 @@ def _scan_chunk(rows, args, *, rest, scan):
     def one(z, flux, ivar):
         return scan(args, rest(args, 0.5 * jnp.tanh(z[:m])), flux, ivar)
 
-    return jax.vmap(one)(z, flux, ivar)
+    return jax.lax.map(lambda a: one(*a), (z, flux, ivar), batch_size=_BATCH)
 
 
 def _pad_to(rows: tuple, size: int) -> tuple:

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jaxspec.models.payne._doppler import RV_MAX, LogChips, shift_log_chips
 from jaxspec.models.payne._model import PerPixel, one_star
 
-__all__ = ["PixelMajor", "n_labels_of", "observed", "pixel_major", "value", "value_and_jacobian"]
+__all__ = ["PixelMajor", "n_labels_of", "observed", "pixel_major", "rest_spectrum", "value", "value_and_jacobian"]
 
 
 class PixelMajor(NamedTuple):
@@ -51,11 +51,12 @@ def pixel_major(p: PerPixel) -> PixelMajor:
     return PixelMajor(jnp.transpose(p.w0, (1, 2, 0)), p.b0.T, p.w1.T, p.b1)
 
 
-def _per_pixel_rows(p: PixelMajor, s):
-    """``(M + 1, L)``: the spectrum and its ``M`` label derivatives, one fused pass over the pixels."""
+def _per_pixel_rows(p: PixelMajor, s, derivatives: bool = True):
+    """``(M + 1, L)``: the spectrum and its ``M`` label derivatives, one fused pass over the pixels
+    (``(1, L)``, the spectrum alone, without ``derivatives``)."""
     n_hidden, n_labels, _ = p.w0.shape
     flux = p.b1
-    grad = [jnp.zeros_like(p.b1) for _ in range(n_labels)]
+    grad = [jnp.zeros_like(p.b1) for _ in range(n_labels if derivatives else 0)]
     for h in range(n_hidden):
         pre = p.b0[h]
         for m in range(n_labels):
@@ -63,7 +64,7 @@ def _per_pixel_rows(p: PixelMajor, s):
         sig = jax.nn.sigmoid(pre)
         flux = flux + p.w1[h] * sig
         slope = p.w1[h] * sig * (1.0 - sig)
-        for m in range(n_labels):
+        for m in range(len(grad)):
             grad[m] = grad[m] + slope * p.w0[h, m]
     return jnp.stack([flux, *grad])
 
@@ -115,6 +116,18 @@ def value_and_jacobian(args, z):
     return flux, jac * chain
 
 
+def rest_spectrum(params, s):
+    """The rest-frame spectrum ``(L,)`` alone (no derivatives)."""
+    if isinstance(params, PixelMajor):
+        return _per_pixel_rows(params, s, derivatives=False)[0]
+    return one_star(params, s)
+
+
 def value(args, z):
-    """The fitter's ``decode(args, z)``: the spectrum of :func:`value_and_jacobian` (XLA drops the rest)."""
-    return value_and_jacobian(args, z)[0]
+    """The fitter's ``decode(args, z)``: the spectrum of :func:`value_and_jacobian`, without the Jacobian."""
+    params, chips = args
+    m = n_labels_of(params)
+    flux = rest_spectrum(params, 0.5 * jnp.tanh(z[:m]))
+    if chips is None:
+        return flux
+    return shift_log_chips(flux[None], chips, RV_MAX * jnp.tanh(z[m]))[0][0]
