@@ -367,3 +367,23 @@ def test_real_apogee_spectra(shipped, shared_data):
     assert raw.on_bound.all() and np.all(np.abs(raw.rv) > 4.99)
     rest = payne.fit_labels(shipped, to_rest_frame(visits, extra["vhelios"]), mask=mask, progress=False)
     assert np.all(np.abs(rest.rv) < 3.0) and np.all(np.isfinite(rest.reduced_chi2))
+
+
+@pytest.mark.parametrize("hidden", [(), (7,), (7, 5)])
+def test_network_rows_are_the_spectrum_and_its_autodiff_jacobian(hidden):
+    """The single network's closed-form label Jacobian (chain rule right to left) equals ``jax.jacfwd``."""
+    from jaxspec.models.payne import _linearise
+
+    rng = np.random.default_rng(12)
+    sizes = (4, *hidden, 30)
+    dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+    layers = tuple(
+        payne.Layer(jnp.asarray(rng.standard_normal((o, i)), dtype), jnp.asarray(rng.standard_normal(o), dtype))
+        for i, o in zip(sizes, sizes[1:], strict=False)
+    )
+    s = jnp.asarray(rng.uniform(-0.5, 0.5, 4), dtype)
+    rows = _linearise._rest_rows(layers, s)
+    x64 = jax.config.jax_enable_x64
+    np.testing.assert_allclose(rows[0], one_star(layers, s), rtol=1e-12 if x64 else 1e-5, atol=1e-12 if x64 else 1e-5)
+    want = jax.jacfwd(lambda s: one_star(layers, s))(s).T
+    np.testing.assert_allclose(rows[1:], want, rtol=1e-12 if x64 else 1e-5, atol=1e-12 if x64 else 1e-5)

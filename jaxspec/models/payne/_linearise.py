@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxspec.models.payne._doppler import RV_MAX, LogChips, shift_log_chips
-from jaxspec.models.payne._model import PerPixel, one_star
+from jaxspec.models.payne._model import _PRECISION, LEAKY_SLOPE, PerPixel, one_star
 
 __all__ = ["PixelMajor", "n_labels_of", "observed", "pixel_major", "rest_spectrum", "value", "value_and_jacobian"]
 
@@ -69,12 +69,35 @@ def _per_pixel_rows(p: PixelMajor, s, derivatives: bool = True):
     return jnp.stack([flux, *grad])
 
 
+def _network_rows(layers: tuple, s):
+    r"""``(M + 1, L)`` for the single network: the chain rule right to left, one product with the output layer.
+
+    With :math:`a_i = W_i x_i + b_i`, :math:`x_{i+1} = \phi(a_i)`, the label
+    Jacobian is :math:`W_{k-1} D_{k-2} W_{k-2} \cdots D_0 W_0`,
+    :math:`D_i = \mathrm{diag}\,\phi'(a_i)`: the small ``(H, M)`` product is
+    carried through the hidden layers and the last hidden activations ride
+    along as one more column, so the ``(L, H)`` output layer is applied once to
+    ``(H, M + 1)`` (a matrix product that ``vmap`` turns into one over all
+    stars of a batch).
+    """
+    x, tangent = s, None
+    for layer in layers[:-1]:
+        pre = jnp.matmul(layer.w, x, precision=_PRECISION) + layer.b
+        slope = jnp.where(pre >= 0, 1.0, LEAKY_SLOPE).astype(pre.dtype)
+        tangent = layer.w if tangent is None else jnp.matmul(layer.w, tangent, precision=_PRECISION)
+        tangent = slope[:, None] * tangent
+        x = jax.nn.leaky_relu(pre, LEAKY_SLOPE)
+    out = jnp.matmul(layers[-1].w, jnp.concatenate([x[:, None], tangent], axis=1), precision=_PRECISION)
+    return out.T.at[0].add(layers[-1].b)
+
+
 def _rest_rows(params, s):
     """``(M + 1, L)`` rest-frame spectrum and label derivatives of either emulator format."""
     if isinstance(params, PixelMajor):
         return _per_pixel_rows(params, s)
-    jac, flux = jax.jacfwd(lambda s: (lambda f: (f, f))(one_star(params, s)), has_aux=True)(s)
-    return jnp.concatenate([flux[None], jac.T])
+    if len(params) == 1:  # no hidden layer: affine in s
+        return jnp.concatenate([(jnp.matmul(params[0].w, s, precision=_PRECISION) + params[0].b)[None], params[0].w.T])
+    return _network_rows(params, s)
 
 
 def observed(params, chips: LogChips | None, s, v):
