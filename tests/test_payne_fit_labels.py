@@ -8,6 +8,8 @@ flux).
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -379,7 +381,7 @@ def test_network_rows_are_the_spectrum_and_its_autodiff_jacobian(hidden):
     dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
     layers = tuple(
         payne.Layer(jnp.asarray(rng.standard_normal((o, i)), dtype), jnp.asarray(rng.standard_normal(o), dtype))
-        for i, o in zip(sizes, sizes[1:], strict=False)
+        for i, o in itertools.pairwise(sizes)
     )
     s = jnp.asarray(rng.uniform(-0.5, 0.5, 4), dtype)
     rows = _linearise._rest_rows(layers, s)
@@ -387,3 +389,42 @@ def test_network_rows_are_the_spectrum_and_its_autodiff_jacobian(hidden):
     np.testing.assert_allclose(rows[0], one_star(layers, s), rtol=1e-12 if x64 else 1e-5, atol=1e-12 if x64 else 1e-5)
     want = jax.jacfwd(lambda s: one_star(layers, s))(s).T
     np.testing.assert_allclose(rows[1:], want, rtol=1e-12 if x64 else 1e-5, atol=1e-12 if x64 else 1e-5)
+
+
+def test_continuum_basis_is_chebyshev_per_chip(shipped):
+    basis = payne.continuum_basis(shipped, 4)
+    assert basis.shape == (7214, 15)
+    blue = basis[:2920, :5]
+    np.testing.assert_allclose(blue[:, 0], 1.0)
+    np.testing.assert_allclose(blue[:, 1], np.linspace(-1, 1, 2920))
+    np.testing.assert_allclose(blue[:, 2], 2 * np.linspace(-1, 1, 2920) ** 2 - 1)
+    assert np.all(basis[2920:, :5] == 0) and np.all(basis[:2920, 5:] == 0)
+    bare = payne.Model(shipped.params, shipped.x_min, shipped.x_max, shipped.label_names)
+    assert payne.continuum_basis(bare, 2).shape == (7214, 3)  # no grid: one chip
+
+
+def test_continuum_is_fitted_in_closed_form(shipped):
+    """Spectra times a planted per-chip polynomial (scale 0.5-2): labels, RV and continuum come back, and the
+    label errors grow a little (marginal over the continuum)."""
+    spectra, truth, _, v = _mock(shipped, 40, 21)
+    basis = payne.continuum_basis(shipped, 4)
+    rng = np.random.default_rng(1)
+    c = np.zeros((40, basis.shape[1]))
+    c[:, ::5] = rng.uniform(0.5, 2.0, (40, 3))
+    c[:, 1::5] = rng.uniform(-0.1, 0.1, (40, 3))
+    c[:, 2::5] = rng.uniform(-0.05, 0.05, (40, 3))
+    cont = c @ basis.T
+    scaled = Spectra(np.asarray(spectra.flux) * cont, np.asarray(spectra.ivar) / cont**2, shipped.wavelength)
+    fit = payne.fit_labels(shipped, scaled, continuum=4, chunk_size=CHUNK, progress=False)
+    plain = payne.fit_labels(shipped, spectra, chunk_size=CHUNK, progress=False)
+    assert not fit.flagged.any() and plain.continuum is None
+    assert np.all(np.abs(_pulls(fit, truth, v)) < 4.5)
+    assert np.abs(fit.continuum / cont - 1).max() < 0.02
+    grow = np.sqrt(np.diagonal(fit.covariance, axis1=1, axis2=2) / np.diagonal(plain.covariance, axis1=1, axis2=2))
+    assert 1.0 < np.median(grow) < 1.2
+    n_good = np.sum(np.asarray(scaled.ivar) > 0, axis=1)
+    np.testing.assert_allclose(fit.reduced_chi2, fit.chi2 / (n_good - 6 - 15), rtol=1e-5)
+    assert abs(np.median(fit.reduced_chi2) - 1) < 0.1
+    for bad in (-1, 2.5, 11, "4"):
+        with pytest.raises((TypeError, ValueError), match="continuum"):
+            payne.fit_labels(shipped, spectra, continuum=bad, progress=False)

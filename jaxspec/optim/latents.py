@@ -148,7 +148,8 @@ class LatentFit(NamedTuple):
         :math:`\sum_i w_i (y_i - f(z)_i)^2` (data term only); 0 for a star with
         no unmasked output, ``inf`` where the decoder gave non-finite values.
     reduced_chi2 : array ``(n,)``
-        ``chi2 / (n_good - P)``; ``inf`` where ``n_good <= P``.
+        ``chi2 / (n_good - P - K)`` (``K`` columns of a ``scale_basis``, else
+        0); ``inf`` where that is not positive.
     converged : bool array ``(n,)``
         Solver converged and the result is finite; ``False`` for a star with
         every output masked.
@@ -156,7 +157,12 @@ class LatentFit(NamedTuple):
         Solver iterations (1 for ``"linear"``).
     covariance : array ``(n, P, P)`` or None
         Laplace covariance :math:`(J^\top W J + \Lambda)^{-1}` at ``z`` when
-        requested; ``inf`` on the diagonal where it is undefined.
+        requested; ``inf`` on the diagonal where it is undefined.  With a
+        ``scale_basis``, that of ``z`` with the coefficients profiled out
+        (marginal over them: :math:`J` is the projected Jacobian).
+    coefficients : array ``(n, K)`` or None
+        The ``scale_basis`` coefficients :math:`c` at ``z`` (None without a
+        basis; 0 where they are not finite).
     """
 
     z: jax.Array
@@ -165,6 +171,7 @@ class LatentFit(NamedTuple):
     converged: jax.Array
     iterations: jax.Array
     covariance: jax.Array | None = None
+    coefficients: jax.Array | None = None
 
 
 # -- one star ------------------------------------------------------------------
@@ -175,22 +182,53 @@ def _cholesky_solve(a, b):
     return solvers.scaled_cho_solve(solvers.scaled_cholesky(a), b)
 
 
-def _residual(z, params, y, ivar, mean, root, decode):
-    """Whitened residuals: data ``sqrt(w) (y - f(z))``, then prior ``Lambda^(1/2) (z - mu)`` unless ``root`` is None."""
+def _projection(sw, f, y, basis):
+    """The best scale ``B c`` of ``f`` for whitened data: ``A = diag(sw f) B``, ``c = argmin |sw y - A c|``."""
+    design = (sw * f)[:, None] * basis
+    factor = solvers.scaled_cholesky(design.T @ design)
+    return design, factor, solvers.scaled_cho_solve(factor, design.T @ (sw * y))
+
+
+def _residual(z, params, y, ivar, mean, root, decode, basis=None):
+    """Whitened residuals: data ``sqrt(w) (y - f(z) B c)``, then prior ``Lambda^(1/2) (z - mu)``.
+
+    Without a ``basis`` the scale ``B c`` is 1; with one, ``c`` is the
+    closed-form best fit for this ``z`` (variable projection).
+    """
     good = ivar > 0
-    r = jnp.where(good, jnp.sqrt(jnp.where(good, ivar, 0.0)) * (y - decode(params, z)), 0.0)
-    return r if root is None else jnp.concatenate([r, root @ (z - mean)])
+    sw = jnp.sqrt(jnp.where(good, ivar, 0.0))
+    f = decode(params, z)
+    if basis is None:
+        r = jnp.where(good, sw * (y - f), 0.0)
+    else:
+        design, _, c = _projection(sw, f, jnp.where(good, y, 0.0), basis)
+        r = jnp.where(good, sw * y - design @ c, 0.0)
+    return jnp.concatenate([r, root @ (z - mean)])
 
 
-def _residual_and_jacobian(z, params, y, ivar, mean, root, jacobian):
-    """:func:`_residual` and its Jacobian ``(n_out + P, P)`` from the decoder's closed-form ``jacobian``."""
+def _residual_and_jacobian(z, params, y, ivar, mean, root, jacobian, basis=None, prior=True):
+    r""":func:`_residual` and its Jacobian ``(n_out + P, P)`` from the decoder's closed-form ``jacobian``.
+
+    With a ``basis``, Kaufman's Jacobian of the projected residuals,
+    :math:`-(I - A (A^\top A)^{-1} A^\top)\,\mathrm{diag}(\sqrt w\, B c)\, J`: the
+    gradient :math:`J^\top r` is exact and Gauss-Newton converges to the
+    minimum of the projected objective.  ``prior=False``: no prior rows
+    (``root`` is zero), so ``J`` is ``(n_out, P)``.
+    """
     good = ivar > 0
     sw = jnp.sqrt(jnp.where(good, ivar, 0.0))
     f, jac = jacobian(params, z)
-    r = jnp.where(good, sw * (y - f), 0.0)
-    if root is None:
-        return r, -sw[:, None] * jac
-    return jnp.concatenate([r, root @ (z - mean)]), jnp.concatenate([-sw[:, None] * jac, root])
+    if basis is None:
+        r = jnp.where(good, sw * (y - f), 0.0)
+        jr = -sw[:, None] * jac
+    else:
+        design, factor, c = _projection(sw, f, jnp.where(good, y, 0.0), basis)
+        r = jnp.where(good, sw * y - design @ c, 0.0)
+        x = (sw * (basis @ c))[:, None] * jac
+        jr = -(x - design @ solvers.scaled_cho_solve(factor, design.T @ x))
+    if not prior:
+        return r, jr
+    return jnp.concatenate([r, root @ (z - mean)]), jnp.concatenate([jr, root])
 
 
 def _finish(z, chi2, n_good, converged, iterations, precision_at_z, fallback, *, has_prior, covariance):
@@ -222,11 +260,15 @@ def _fit_one_linear(y, ivar, z0, mean, precision, f0, jac, jac_tri, *, has_prior
     )
 
 
-def _fit_one(params, y, ivar, z0, mean, precision, root, *, decode, jacobian, method, options, has_prior, covariance):
+def _fit_one(
+    params, y, ivar, z0, mean, precision, root, basis, *, decode, jacobian, method, options, has_prior, covariance
+):
     """Iterative fit for one star."""
     args = (params, y, ivar, mean, root)
-    res_fn = partial(_residual, decode=decode)
-    jac_fn = None if jacobian is None else partial(_residual_and_jacobian, jacobian=jacobian)
+    res_fn = partial(_residual, decode=decode, basis=basis)
+    jac_fn = None
+    if jacobian is not None:
+        jac_fn = partial(_residual_and_jacobian, jacobian=jacobian, basis=basis, prior=has_prior)
     if method == "lbfgs":
         objective = lambda z, *a: 0.5 * jnp.sum(jnp.square(res_fn(z, *a)))  # noqa: E731
         sol = solvers.minimize(
@@ -243,17 +285,18 @@ def _fit_one(params, y, ivar, z0, mean, precision, root, *, decode, jacobian, me
             res_fn, z0, *args, method=method, tol=options.tol, maxiter=options.maxiter, jacobian_fn=jac_fn
         )
     return _summarise(
-        params, y, ivar, z0, mean, precision, root, sol.params, sol.converged, sol.iterations,
+        params, y, ivar, z0, mean, precision, root, basis, sol.params, sol.converged, sol.iterations,
         decode=decode, jacobian=jacobian, has_prior=has_prior, covariance=covariance,
     )  # fmt: skip
 
 
 def _summarise(
-    params, y, ivar, z0, mean, precision, root, z, converged, iterations, *, decode, jacobian, has_prior, covariance
-):
-    """chi2, the covariance and the flags of one star's iterative solution ``z``."""
+    params, y, ivar, z0, mean, precision, root, basis, z, converged, iterations, *, decode, jacobian, has_prior,
+    covariance,
+):  # fmt: skip
+    """chi2, the covariance, the basis coefficients and the flags of one star's iterative solution ``z``."""
     args = (params, y, ivar, mean, root)
-    res_fn = partial(_residual, decode=decode)
+    res_fn = partial(_residual, decode=decode, basis=basis)
     n_out = y.shape[0]
     chi2 = jnp.sum(jnp.square(res_fn(z, *args)[:n_out]))
     hess = None
@@ -261,21 +304,29 @@ def _summarise(
         if jacobian is None:
             jac = jax.jacfwd(res_fn)(z, *args)[:n_out]
         else:
-            jac = _residual_and_jacobian(z, *args, jacobian=jacobian)[1][:n_out]
+            jac = _residual_and_jacobian(z, *args, jacobian=jacobian, basis=basis, prior=has_prior)[1][:n_out]
         hess = jac.T @ jac + precision
     fallback = mean if has_prior else z0
-    return _finish(
+    fit = _finish(
         z, chi2, jnp.sum(ivar > 0), converged, iterations, hess, fallback, has_prior=has_prior, covariance=covariance
     )
+    if basis is None:
+        return fit
+    good = ivar > 0
+    sw = jnp.sqrt(jnp.where(good, ivar, 0.0))
+    c = _projection(sw, decode(params, fit.z), jnp.where(good, y, 0.0), basis)[2]
+    dof = jnp.sum(good) - z.shape[0] - basis.shape[1]  # the coefficients are parameters too
+    reduced = jnp.where(dof > 0, fit.chi2 / jnp.maximum(dof, 1), jnp.inf)
+    return fit._replace(reduced_chi2=reduced, coefficients=jnp.where(jnp.all(jnp.isfinite(c)), c, 0.0))
 
 
-def _fit_pooled(params, y, ivar, z0, mean, precision, root, *, decode, jacobian, options, has_prior, covariance):
+def _fit_pooled(params, y, ivar, z0, mean, precision, root, basis, *, decode, jacobian, options, has_prior, covariance):
     """Dense Gauss-Newton of a chunk on ``options.slots`` refilling lanes (:func:`solvers.pooled_gauss_newton`)."""
-    res_fn = lambda z, y, ivar, params, mean, root: _residual(z, params, y, ivar, mean, root, decode)  # noqa: E731
+    res_fn = lambda z, y, ivar, params, mean, root: _residual(z, params, y, ivar, mean, root, decode, basis)  # noqa: E731
     jac_fn = None
     if jacobian is not None:
         jac_fn = lambda z, y, ivar, params, mean, root: _residual_and_jacobian(  # noqa: E731
-            z, params, y, ivar, mean, root, jacobian
+            z, params, y, ivar, mean, root, jacobian, basis, has_prior
         )
     z, iterations, err = solvers.pooled_gauss_newton(
         res_fn, z0, (y, ivar), (params, mean, root), slots=options.slots, tol=options.tol, maxiter=options.maxiter,
@@ -284,14 +335,17 @@ def _fit_pooled(params, y, ivar, z0, mean, precision, root, *, decode, jacobian,
     converged = (err <= options.tol) & jnp.all(jnp.isfinite(z), axis=1)
     one = partial(_summarise, decode=decode, jacobian=jacobian, has_prior=has_prior, covariance=covariance)
     rows = (y, ivar, z0, z, converged, iterations)  # in batches of the lanes' size: bounded memory
-    return jax.lax.map(lambda r: one(params, *r[:3], mean, precision, root, *r[3:]), rows, batch_size=options.slots)
+    return jax.lax.map(
+        lambda r: one(params, *r[:3], mean, precision, root, basis, *r[3:]), rows, batch_size=options.slots
+    )
 
 
 @partial(jax.jit, static_argnames=("decode", "jacobian", "method", "options", "has_prior", "covariance"))
-def _fit_chunk(params, y, ivar, z0, mean, precision, root, *, decode, jacobian, method, options, has_prior, covariance):
+def _fit_chunk(
+    params, y, ivar, z0, mean, precision, root, basis, *, decode, jacobian, method, options, has_prior, covariance
+):
     """``vmap`` of the one-star fit over a chunk of stars ``(chunk, ...)``, in the dtype of ``z0``."""
     y, ivar = y.astype(z0.dtype), ivar.astype(z0.dtype)
-    root = root if has_prior else None  # no prior rows in the residuals
     static = {"has_prior": has_prior, "covariance": covariance}
     if method == "linear":
         p = z0.shape[1]
@@ -306,10 +360,13 @@ def _fit_chunk(params, y, ivar, z0, mean, precision, root, *, decode, jacobian, 
         )
     if method == "dense_gauss_newton" and options.slots is not None and options.slots < y.shape[0]:
         return _fit_pooled(
-            params, y, ivar, z0, mean, precision, root, decode=decode, jacobian=jacobian, options=options, **static
-        )
+            params, y, ivar, z0, mean, precision, root, basis, decode=decode, jacobian=jacobian, options=options,
+            **static,
+        )  # fmt: skip
     one = partial(_fit_one, decode=decode, jacobian=jacobian, method=method, options=options, **static)
-    return jax.vmap(one, in_axes=(None, 0, 0, 0, None, None, None))(params, y, ivar, z0, mean, precision, root)
+    return jax.vmap(one, in_axes=(None, 0, 0, 0, None, None, None, None))(
+        params, y, ivar, z0, mean, precision, root, basis
+    )
 
 
 # -- validation ------------------------------------------------------------------
@@ -394,6 +451,7 @@ def fit_latents(
     mesh: Mesh | None = None,
     progress: bool = True,
     jacobian: Callable | None = None,
+    scale_basis=None,
 ) -> LatentFit:
     r"""Fit each star's latents ``z`` to its data through a decoder (see the module docstring for the equation).
 
@@ -434,6 +492,13 @@ def fit_latents(
         (:mod:`jaxspec.models.payne`'s fitter).  It must agree with
         ``decode``, which still gives the implicit derivatives.  Static, like
         ``decode``.
+    scale_basis : array ``(n_out, K)``, optional
+        Multiply each star's prediction by :math:`B c`, a combination of
+        these columns with coefficients :math:`c` of its own (a continuum
+        polynomial per detector chip, say), eliminated in closed form inside
+        the objective (variable projection: for each ``z``, :math:`c` is the
+        weighted least-squares best fit).  Iterative methods only; the
+        coefficients come back in ``LatentFit.coefficients``.
 
     Returns
     -------
@@ -479,6 +544,15 @@ def fit_latents(
             f"decode: expected an output of shape ({n_out},) per star to match data, found {getattr(out, 'shape', out)}"
         )
     mean, precision, root = _check_prior(prior, p, dtype)
+    basis = None
+    if scale_basis is not None:
+        if method == "linear":
+            raise ValueError("scale_basis: the 'linear' method takes none (the model is then not linear in z)")
+        basis = np.asarray(scale_basis, dtype)
+        if basis.ndim != 2 or basis.shape[0] != n_out or basis.shape[1] == 0 or not np.all(np.isfinite(basis)):
+            raise ValueError(
+                f"scale_basis: expected a finite array of shape ({n_out}, K), K >= 1, found {np.shape(scale_basis)}"
+            )
     if jacobian is not None:
         if method != "dense_gauss_newton":
             raise ValueError(f"jacobian: only method='dense_gauss_newton' takes one, found method={method!r}")
@@ -500,7 +574,7 @@ def fit_latents(
     }
 
     def one_chunk(rows):
-        return _fit_chunk(params, *rows, mean, precision, root, covariance=covariance, **static)
+        return _fit_chunk(params, *rows, mean, precision, root, basis, covariance=covariance, **static)
 
     return map_chunks(
         one_chunk,

@@ -64,7 +64,7 @@ verb over it.
 from jaxspec.models.payne._config import Config
 from jaxspec.models.payne._files import NETWORK_LABEL_NAMES, PER_PIXEL_LABEL_NAMES, load, save_payne_format
 from jaxspec.models.payne._fit import fit
-from jaxspec.models.payne._fit_labels import LabelFit, fit_labels, predict_labels
+from jaxspec.models.payne._fit_labels import LabelFit, continuum_basis, fit_labels, predict_labels
 from jaxspec.models.payne._model import (
     LEAKY_SLOPE,
     Layer,
@@ -86,6 +86,7 @@ __all__ = [
     "Layer",
     "Model",
     "PerPixel",
+    "continuum_basis",
     "decode",
     "decode_scaled",
     "fit",

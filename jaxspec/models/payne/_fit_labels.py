@@ -33,7 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspec.data._checks import check_int
 from jaxspec.data.containers import Labels, Spectra
+from jaxspec.data.rest_frame import chips
 from jaxspec.models._common import CHUNK_SIZE, LabelPrediction, check_finite_measured, check_stars
 from jaxspec.models.payne._doppler import C_KMS, RV_MAX, log_chips, scan_chi2, shift_spectrum, stencil
 from jaxspec.models.payne._linearise import (
@@ -45,10 +47,20 @@ from jaxspec.models.payne._linearise import (
     value_and_jacobian,
 )
 from jaxspec.models.payne._model import Model, PerPixel, compute_dtype, one_star
+from jaxspec.optim import solvers
 from jaxspec.optim.chunks import map_chunks
 from jaxspec.optim.latents import FitOptions, fit_latents
 
-__all__ = ["C_KMS", "DEFAULT_OPTIONS", "ON_BOUND", "RV_MAX", "LabelFit", "fit_labels", "predict_labels"]
+__all__ = [
+    "C_KMS",
+    "DEFAULT_OPTIONS",
+    "ON_BOUND",
+    "RV_MAX",
+    "LabelFit",
+    "continuum_basis",
+    "fit_labels",
+    "predict_labels",
+]
 
 #: A fraction of the half-width of the box within which a parameter counts as on its bound
 #: (``|s| > 0.499`` for labels, ``|v| > 4.99`` km/s for the RV).
@@ -100,6 +112,10 @@ class LabelFit(NamedTuple):
         Not converged, no measured pixel, a non-finite fit, or an undefined
         covariance (:math:`J^\top W J` singular to working precision: some
         label or the RV is not constrained by the measured pixels).
+    continuum : array ``(n, L)`` or None
+        With ``continuum=d``: each star's fitted continuum, the per-chip
+        polynomial the emulator's spectrum was multiplied by (1 for a
+        placeholder star); None otherwise.
     """
 
     labels: Labels
@@ -111,6 +127,7 @@ class LabelFit(NamedTuple):
     converged: np.ndarray
     on_bound: np.ndarray
     flagged: np.ndarray
+    continuum: np.ndarray | None = None
 
 
 # -- one star -------------------------------------------------------------------------------
@@ -151,19 +168,32 @@ def _closed_form_jacobian(args, s, v, with_rv: bool):
     return observed(params, chips if with_rv else None, s, v)[1]
 
 
-@partial(jax.jit, static_argnames="jacobian")
-def _laplace_chunk(rows, args, *, jacobian):
-    """Per star: ``(s, v)``, and the covariance of ``(s[, v])`` from ``(J^T W J)^-1``, ``J`` w.r.t. ``(s[, v])``."""
-    z, ivar = rows
+@partial(jax.jit, static_argnames=("jacobian", "decode"))
+def _laplace_chunk(rows, args, basis, *, jacobian, decode):
+    r"""Per star: ``(s, v)``, and the covariance of ``(s[, v])`` from ``(J^T W J)^-1``, ``J`` w.r.t. ``(s[, v])``.
+
+    With a continuum ``basis`` (coefficients ``c`` in ``rows``), ``J`` is
+    that of the continuum-scaled model projected off the continuum's columns
+    :math:`A = \mathrm{diag}(\sqrt w f) B`: the covariance of the labels
+    marginal over the continuum.
+    """
+    z, ivar, coefficients = rows
     m = n_labels_of(args[0])
     with_rv = z.shape[1] > m
 
-    def one(z, ivar):
+    def one(z, ivar, c):
         s, v = _physical(z, m)
         theta = jnp.concatenate([s, v[None]]) if with_rv else s
         jac = jacobian(args, s, v, with_rv)
-        jw = jac * jnp.where(ivar > 0, ivar, 0.0)[:, None]
-        hess = jw.T @ jac
+        sw = jnp.sqrt(jnp.where(ivar > 0, ivar, 0.0))
+        if basis is None:
+            x = sw[:, None] * jac
+            hess = x.T @ x
+        else:
+            x = (sw * (basis @ c))[:, None] * jac
+            design = (sw * decode(args, z))[:, None] * basis
+            factor = solvers.scaled_cholesky(design.T @ design)
+            hess = x.T @ x - (design.T @ x).T @ solvers.scaled_cho_solve(factor, design.T @ x)
         p = hess.shape[0]
         scale = jnp.sqrt(jnp.where(jnp.diagonal(hess) > 0, jnp.diagonal(hess), 1.0))
         a = hess / scale[:, None] / scale[None, :] + jnp.finfo(z.dtype).eps * jnp.eye(p, dtype=z.dtype)
@@ -173,7 +203,7 @@ def _laplace_chunk(rows, args, *, jacobian):
         cov = jnp.where(ok, cov, jnp.diag(jnp.full(p, jnp.inf, z.dtype)))
         return theta, cov
 
-    return jax.lax.map(lambda a: one(*a), (z, ivar), batch_size=_BATCH)
+    return jax.lax.map(lambda a: one(*a), (z, ivar, coefficients), batch_size=_BATCH)
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -304,18 +334,30 @@ def _pad_to(rows: tuple, size: int) -> tuple:
     return tuple(x[take] for x in rows)
 
 
-def _rescue_rv(solve, fwd: _Forward, flux, ivar, fit: tuple, chunk: int) -> tuple:
+def _rescue_rv(solve, fwd: _Forward, flux, ivar, fit: tuple, chunk: int, basis) -> tuple:
     """Refit the stars whose best-fit spectrum matches better at another velocity of the scan.
 
     For every star, the rest-frame spectrum of its fitted labels is shifted
     to each velocity of :data:`RV_SCAN`; where one gives a lower chi2 than
     the fit, the star is fitted again from its labels and that velocity, and
     the lower-chi2 fit is kept.  This finds the stars that stopped in a
-    local minimum of the RV (a pixel's width is about 4 km/s).
+    local minimum of the RV (a pixel's width is about 4 km/s).  With a
+    continuum, the scan divides the spectrum by the fitted one (an upper
+    bound of the chi2 with the continuum refitted at each velocity).
     """
     z, chi2 = fit[0], fit[1]
+    scan_flux, scan_ivar = flux, ivar
+    if basis is not None:
+        cont = fit[4] @ basis.T
+        ok = cont > 0
+        scan_flux = np.where(ok, flux / np.where(ok, cont, 1.0), 0.0).astype(flux.dtype)
+        scan_ivar = np.where(ok, ivar * cont * cont, 0.0).astype(ivar.dtype)
     scan = map_chunks(
-        partial(_scan_chunk, rest=fwd.rest, scan=fwd.scan), (z, flux, ivar), fwd.args, chunk_size=chunk, to_host=True
+        partial(_scan_chunk, rest=fwd.rest, scan=fwd.scan),
+        (z, scan_flux, scan_ivar),
+        fwd.args,
+        chunk_size=chunk,
+        to_host=True,
     )
     scan = np.asarray(scan, np.float64)
     todo = np.flatnonzero(np.isfinite(chi2) & (scan.min(axis=1) < chi2))
@@ -334,6 +376,27 @@ def _rescue_rv(solve, fwd: _Forward, flux, ivar, fit: tuple, chunk: int) -> tupl
     return out
 
 
+def continuum_basis(model: Model, degree: int) -> np.ndarray:
+    r"""``(L, C (degree + 1))``: Chebyshev polynomials :math:`T_0 .. T_d` of each chip, zero off it.
+
+    On each chip (of :func:`jaxspec.data.rest_frame.chips`; one chip without
+    a wavelength grid) the argument runs over :math:`[-1, 1]` with the pixel
+    index, as The Payne's continuum normalisation does
+    (``utils.get_apogee_continuum``, degree 4).
+    """
+    n = model.n_pix
+    chip = np.zeros(n, np.int64) if model.wavelength is None else chips(model.wavelength)
+    columns = []
+    for c in range(int(chip.max()) + 1):
+        idx = np.flatnonzero(chip == c)
+        x = np.zeros(n)
+        x[idx] = np.linspace(-1.0, 1.0, idx.size) if idx.size > 1 else 0.0
+        t = np.polynomial.chebyshev.chebvander(x, degree)  # (L, d + 1)
+        t[chip != c] = 0.0
+        columns.append(t)
+    return np.concatenate(columns, axis=1)
+
+
 # -- many stars ------------------------------------------------------------------------------
 
 
@@ -345,6 +408,7 @@ def fit_labels(
     mask=None,
     n_starts: int = 1,
     rv_scan: bool = True,
+    continuum: int | None = None,
     options: FitOptions | None = None,
     chunk_size: int = CHUNK_SIZE,
     progress: bool = True,
@@ -376,6 +440,17 @@ def fit_labels(
         The Payne's ``apogee_mask.npz`` (``apogee_mask``) holds ``True`` for
         the 875 pixels it removes: pass it as it is.  The caller's arrays
         are never edited.
+    continuum : int, optional
+        Also fit a continuum: the emulator's spectrum times a Chebyshev
+        polynomial of this degree on each detector chip
+        (:func:`continuum_basis`; The Payne normalises with degree 4), its
+        coefficients eliminated in closed form inside the objective
+        (variable projection, :func:`jaxspec.optim.fit_latents`'s
+        ``scale_basis``): for spectra that are not continuum-normalised, or
+        normalised differently from the emulator's grid.  The covariance of
+        the labels is then marginal over the continuum, and ``reduced_chi2``
+        counts its coefficients as parameters.  None (default): the spectra
+        are taken as normalised, as The Payne's fitter does.
     n_starts : int
         Starts per star: the centre, plus ``n_starts - 1`` points of a Latin
         hypercube (fixed seed: deterministic) over :math:`|s| < 0.25`,
@@ -410,6 +485,10 @@ def fit_labels(
     _check_model(model, bool(rv))
     if isinstance(n_starts, bool) or not isinstance(n_starts, int | np.integer) or n_starts < 1:
         raise ValueError(f"n_starts: expected an int >= 1, found {n_starts!r}")
+    if continuum is not None:
+        check_int(continuum, "continuum", minimum=0)
+        if continuum > 10:
+            raise ValueError(f"continuum: expected a polynomial degree from 0 to 10, found {continuum}")
     options = DEFAULT_OPTIONS if options is None else options
     if not isinstance(options, FitOptions):
         raise TypeError(f"options: expected FitOptions, found {type(options).__name__}")
@@ -421,6 +500,8 @@ def fit_labels(
     p = m + int(bool(rv))
     fwd = _forward(model, bool(rv), dtype)
 
+    basis = None if continuum is None else continuum_basis(model, continuum)
+
     def solve(rows_f, rows_w, z0):
         res = fit_latents(
             fwd.decode,
@@ -431,32 +512,34 @@ def fit_labels(
             options=options._replace(chunk_size=int(chunk_size)),
             progress=progress,
             jacobian=fwd.jacobian,
+            scale_basis=basis,
         )
+        coefficients = np.zeros((len(z0), 0), dtype) if basis is None else np.asarray(res.coefficients)
         return (
             np.asarray(res.z),
             np.asarray(res.chi2, np.float64),
             np.asarray(res.reduced_chi2, np.float64),
             np.asarray(res.converged),
+            coefficients,
         )
 
     starts = _starts(int(n_starts), p)
     k = starts.shape[0]
     rows_f = np.repeat(flux, k, axis=0) if k > 1 else flux
     rows_w = np.repeat(ivar, k, axis=0) if k > 1 else ivar
-    z, chi2, reduced, converged = (
-        x.reshape(n, k, *x.shape[1:]) for x in solve(rows_f, rows_w, np.tile(starts, (n, 1)))
-    )
+    fit = tuple(x.reshape(n, k, *x.shape[1:]) for x in solve(rows_f, rows_w, np.tile(starts, (n, 1))))
     # the lowest chi2 of the finite fits (a failed start has chi2 inf); ties go to the earliest start
-    best = np.argmin(np.where(np.isfinite(chi2), chi2, np.inf), axis=1)
-    pick = np.arange(n)
-    z, chi2, reduced, converged = z[pick, best], chi2[pick, best], reduced[pick, best], converged[pick, best]
+    best = np.argmin(np.where(np.isfinite(fit[1]), fit[1], np.inf), axis=1)
+    fit = tuple(x[np.arange(n), best] for x in fit)
     if rv and rv_scan:
-        z, chi2, reduced, converged = _rescue_rv(solve, fwd, flux, ivar, (z, chi2, reduced, converged), int(chunk_size))
+        fit = _rescue_rv(solve, fwd, flux, ivar, fit, int(chunk_size), basis)
+    z, chi2, reduced, converged, coefficients = fit
 
     theta, cov = map_chunks(
-        partial(_laplace_chunk, jacobian=fwd.laplace),
-        (z, ivar),
+        partial(_laplace_chunk, jacobian=fwd.laplace, decode=fwd.decode),
+        (z, ivar, coefficients),
         fwd.args,
+        None if basis is None else jnp.asarray(basis),
         chunk_size=int(chunk_size),
         to_host=True,
         desc="payne.fit_labels",
@@ -497,6 +580,7 @@ def fit_labels(
         converged & ~placeholder,
         on_bound & ~placeholder,
         flagged,
+        None if basis is None else np.where(placeholder[:, None], 1.0, coefficients @ basis.T).astype(dtype),
     )
 
 
