@@ -428,3 +428,19 @@ def test_continuum_is_fitted_in_closed_form(shipped):
     for bad in (-1, 2.5, 11, "4"):
         with pytest.raises((TypeError, ValueError), match="continuum"):
             payne.fit_labels(shipped, spectra, continuum=bad, progress=False)
+
+
+def test_observed_spectra_is_the_fitters_model(planted, shipped):
+    """The best-fit spectra rebuilt from the fit's labels and RVs give back the fit's chi2; at rest, the emulator."""
+    spectra, truth, s, v, fit = planted
+    model_flux = payne.observed_spectra(shipped, np.asarray(fit.labels.values, np.float64), fit.rv)
+    ivar = np.asarray(spectra.ivar, np.float64)
+    chi2 = np.sum(ivar * (np.asarray(spectra.flux, np.float64) - model_flux) ** 2, axis=1)
+    np.testing.assert_allclose(chi2, fit.chi2, rtol=1e-3)
+    np.testing.assert_allclose(payne.observed_spectra(shipped, truth, v), _clean(shipped, s, v), atol=1e-5)
+    rest = payne.observed_spectra(shipped, truth[:3])
+    np.testing.assert_allclose(rest, np.asarray(payne.decode(shipped, truth[:3])), atol=1e-6)
+    with pytest.raises(ValueError, match="rv"):
+        payne.observed_spectra(shipped, truth[:2], [0.0, 6.0])
+    with pytest.raises(ValueError, match="labels"):
+        payne.observed_spectra(shipped, truth[:, :3])

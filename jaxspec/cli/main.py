@@ -11,12 +11,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from jaxspec.cli import demo, info, lux
+from jaxspec.cli import demo, info, lux, payne
 from jaxspec.cli._args import EXPECTED, ArgumentError, Parser, one_line
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (demo, info, lux)  # each module adds its subcommand
+_COMMANDS = (demo, info, lux, payne)  # each module adds its subcommand
 
 
 def build_parser() -> Parser:
@@ -38,6 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ArgumentError, *EXPECTED, ImportError) as exc:  # OSError: missing, corrupt or truncated files
-        command = " ".join(filter(None, [args.command, getattr(args, "lux_command", None)]))
+        command = " ".join(filter(None, [args.command, getattr(args, f"{args.command}_command", None)]))
         print(f"jaxspec {command}: error: {one_line(exc) or type(exc).__name__}", file=sys.stderr)
         return 2

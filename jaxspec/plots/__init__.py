@@ -7,7 +7,9 @@ Lux paper's label comparison, Kiel and abundance planes, spectrum fit,
 derivative spectra and the cross-validation grid), :mod:`jaxspec.plots.rsca`
 (top dimensions against [Fe/H], rate against ``K``), :mod:`jaxspec.plots.svae`
 (normalised residuals against labels, latent projections), and
-:mod:`jaxspec.plots.spectra` (spectra of any origin).  All are re-exported here.
+:mod:`jaxspec.plots.spectra` (spectra of any origin).  All are re-exported here,
+except :mod:`jaxspec.plots.payne` (a label fit with its residuals, label
+recovery), used as a module: ``from jaxspec.plots import payne``.
 """
 
 from __future__ import annotations

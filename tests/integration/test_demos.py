@@ -111,3 +111,27 @@ def test_svae_demo_reconstructs_held_out_stars_and_finds_outliers(tmp_path):
     for figure in report["figures"]:
         assert (tmp_path / figure.split("/")[-1]).stat().st_size > 10_000
     assert "normalised residuals" in proc.stdout and "ROC AUC" in proc.stdout
+
+
+@pytest.mark.slow
+def test_payne_demo_trains_an_emulator_and_recovers_labels_and_rvs(tmp_path):
+    proc = _demo(tmp_path, "payne", "--quick")
+    report = json.loads((tmp_path / "payne_report.json").read_text())
+    assert (report["n_grid"], report["n_obs"], report["n_pix"]) == (1000, 200, 7214)
+    val = report["val_loss"]
+    assert min(val) < 0.1 * val[0]  # the emulator learns the grid
+    assert report["n_flagged"] <= 2 and report["n_converged"] >= 190
+    chi2 = report["reduced_chi2"]
+    assert abs(chi2["median"] - 1.0) < 0.05 and chi2["p16"] < chi2["median"] < chi2["p84"] < 1.1
+    rv = report["rv"]
+    assert abs(rv["bias"]) < 0.05 and rv["rmse"] < 0.2 and 0.8 < rv["pull_std"] < 1.25
+    labels = report["labels"]
+    assert tuple(labels) == ("TEFF", "LOGG", "FE_H", "ALPHA_FE", "VBROAD")
+    # Loose bounds for the quick emulator (a few stars stop in a local minimum); the full demo's pulls are ~1.
+    for name, rmse in {"TEFF": 150.0, "LOGG": 0.4, "FE_H": 0.04, "ALPHA_FE": 0.05, "VBROAD": 0.6}.items():
+        assert labels[name]["rmse"] < rmse, name
+    assert report["train_s"] > 0 and report["fit_ms_per_star"] > 0
+    assert len(report["figures"]) == 3
+    for figure in report["figures"]:
+        assert (tmp_path / figure.split("/")[-1]).stat().st_size > 10_000
+    assert "reduced chi2: median" in proc.stdout and "ms a star" in proc.stdout and "ALPHA_FE" in proc.stdout

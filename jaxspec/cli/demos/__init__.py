@@ -29,5 +29,9 @@ DEMOS: dict[str, tuple[str, str]] = {
         "jaxspec.cli.demos.svae:demo_svae",
         "scatter VAE on mock Gaia XP: residuals and scatter against the Cannon",
     ),
+    "payne": (
+        "jaxspec.cli.demos.payne:demo_payne",
+        "train a Payne emulator on a mock grid, fit labels and RVs of mock stars with it",
+    ),
 }
 FLAGSHIP = "lux"

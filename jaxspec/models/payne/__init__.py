@@ -64,7 +64,7 @@ verb over it.
 from jaxspec.models.payne._config import Config
 from jaxspec.models.payne._files import NETWORK_LABEL_NAMES, PER_PIXEL_LABEL_NAMES, load, save_payne_format
 from jaxspec.models.payne._fit import fit
-from jaxspec.models.payne._fit_labels import LabelFit, continuum_basis, fit_labels, predict_labels
+from jaxspec.models.payne._fit_labels import LabelFit, continuum_basis, fit_labels, observed_spectra, predict_labels
 from jaxspec.models.payne._model import (
     LEAKY_SLOPE,
     Layer,
@@ -92,6 +92,7 @@ __all__ = [
     "fit",
     "fit_labels",
     "load",
+    "observed_spectra",
     "predict_labels",
     "predict_spectra",
     "save_payne_format",

@@ -59,6 +59,7 @@ __all__ = [
     "LabelFit",
     "continuum_basis",
     "fit_labels",
+    "observed_spectra",
     "predict_labels",
 ]
 
@@ -582,6 +583,62 @@ def fit_labels(
         flagged,
         None if basis is None else np.where(placeholder[:, None], 1.0, coefficients @ basis.T).astype(dtype),
     )
+
+
+@partial(jax.jit, static_argnames="spectrum")
+def _observed_chunk(rows, args, *, spectrum):
+    s, v = rows
+    return jax.vmap(lambda s, v: spectrum(args, s, v))(s, v)
+
+
+def _closed_form_observed(args, s, v):
+    params, chips = args
+    return observed(params, chips, s, v)[0] if chips is not None else rest_spectrum(params, s)
+
+
+def observed_spectra(model: Model, labels, rv=None, *, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
+    r"""The emulator's spectra ``(n, L)`` at physical ``labels`` ``(n, M)``, seen at radial velocities ``rv``.
+
+    Exactly the fitter's model (:func:`fit_labels`: linear interpolation at
+    :math:`\lambda / D(v)` within each chip, a chip's end value beyond it):
+    ``observed_spectra(model, fit.labels.values, fit.rv)`` (times
+    ``fit.continuum`` when one was fitted) is the best-fit spectrum of each
+    star; with made-up labels and velocities, mock observed spectra.  Labels
+    outside the box are evaluated as they are (the network extrapolates).
+
+    Parameters
+    ----------
+    model : payne.Model
+    labels : array ``(n, M)``
+    rv : float or array ``(n,)``, optional
+        km/s, ``|rv| <= 5`` (the fitter's box); None: the rest frame.
+    chunk_size : int
+
+    Returns
+    -------
+    numpy array ``(n, L)`` in the model's compute dtype.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"model: expected a payne.Model, found {type(model).__name__}")
+    values = np.asarray(labels, np.float64)
+    if values.ndim != 2 or values.shape[1] != model.n_labels or not np.all(np.isfinite(values)):
+        raise ValueError(f"labels: expected finite values of shape (n, {model.n_labels}), found {values.shape}")
+    n = values.shape[0]
+    velocity = np.zeros(n) if rv is None else np.broadcast_to(np.asarray(rv, np.float64), (n,))
+    if not np.all(np.abs(velocity) <= RV_MAX):
+        raise ValueError(f"rv: expected velocities within +-{RV_MAX} km/s (the fitter's box), found {velocity.max()}")
+    with_rv = rv is not None
+    _check_model(model, with_rv)
+    dtype = np.dtype(compute_dtype(model))
+    fwd = _forward(model, with_rv, dtype)
+    spectrum = _model_sv if fwd.jacobian is None else _closed_form_observed
+    lo, hi = np.asarray(model.x_min, np.float64), np.asarray(model.x_max, np.float64)
+    s = ((values - lo) / (hi - lo) - 0.5).astype(dtype)
+    out = map_chunks(
+        partial(_observed_chunk, spectrum=spectrum), (s, velocity.astype(dtype)), fwd.args,
+        chunk_size=int(chunk_size), to_host=True,
+    )  # fmt: skip
+    return np.asarray(out)
 
 
 def predict_labels(
