@@ -244,7 +244,7 @@ ENTRIES = [
         _labelled_data,
         _spectra,
         _fit_payne,
-        {},  # no spectra -> labels verb yet (``payne.fit_labels``, issue 15): the verb cases have nothing to run
+        {"predict_labels": lambda m, x, _: _labels(payne.predict_labels(m, x, chunk_size=8, progress=False))},
         payne.Config,
         second="labels",
         label_verbs={"predict_spectra": lambda m, lab: _spectra_out(payne.predict_spectra(m, lab, progress=False))},

@@ -316,6 +316,15 @@ def test_slots_refill_gives_every_star_the_same_iterates():
             fit_latents(decode_mlp, params, (y, ivar), z0, method="dense_gauss_newton", options=FitOptions(slots=bad))
     with pytest.raises(ValueError, match="options.slots"):
         fit_latents(decode_mlp, params, (y, ivar), z0, method="gauss_newton", options=FitOptions(slots=2))
+    capped = fit_latents(decode_mlp, params, (y, ivar), z0, options=FitOptions(tol=1e-5, slots=2, max_step=10.0), **kw)
+    assert_allclose(capped.z, plain.z, scale=10)  # a trust radius these fits never reach changes nothing
+    for bad in (0.0, -1.0, True):
+        with pytest.raises(ValueError, match="options.max_step"):
+            fit_latents(
+                decode_mlp, params, (y, ivar), z0, method="dense_gauss_newton", options=FitOptions(max_step=bad)
+            )
+    with pytest.raises(ValueError, match="options.max_step"):
+        fit_latents(decode_mlp, params, (y, ivar), z0, method="lbfgs", options=FitOptions(max_step=1.0))
 
 
 def test_scale_basis_is_eliminated_in_closed_form():

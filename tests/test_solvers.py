@@ -120,3 +120,36 @@ def test_nan_objective_not_converged():
     assert not bool(res.converged)
     res = solvers.least_squares(lambda x: x * jnp.nan, jnp.ones(2))
     assert not bool(res.converged)
+
+
+def saturating(x, target):
+    """A bounded fit: ``tanh`` of each parameter against a target, the first beyond the bound 1."""
+    return jnp.tanh(x) - target
+
+
+def test_max_step_caps_the_step_and_stops_a_walk_along_a_saturated_bound():
+    target = jnp.array([1.5, 0.3])
+    one = solvers.least_squares(saturating, jnp.zeros(2), target, method="dense_gauss_newton", maxiter=1, max_step=0.5)
+    assert float(jnp.linalg.norm(one.params)) == pytest.approx(0.5, rel=1e-5)
+    # uncapped, one Gauss-Newton step from a flat tail throws the parameter thousands of units out
+    free = solvers.least_squares(saturating, jnp.zeros(2), target, method="dense_gauss_newton", maxiter=200)
+    assert abs(float(free.params[0])) > 100.0
+    capped = solvers.least_squares(
+        saturating, jnp.zeros(2), target, method="dense_gauss_newton", maxiter=200, max_step=2.0
+    )
+    assert bool(capped.converged) and int(capped.iterations) < 50 and float(capped.params[0]) < 40.0
+    assert float(jnp.tanh(capped.params[0])) == pytest.approx(1.0, abs=1e-4)  # at the bound, to ~sqrt(eps)
+    assert float(jnp.tanh(capped.params[1])) == pytest.approx(0.3, abs=1e-5)  # the free parameter still fits
+    x0 = jnp.array([[0.0, 0.0], [3.0, -1.0], [-2.0, 0.5]])
+    rows = (jnp.stack([target, jnp.array([0.2, -0.9]), jnp.array([-1.2, 0.1])]),)
+    pooled = solvers.pooled_gauss_newton(saturating, x0, rows, (), slots=2, tol=1e-6, maxiter=200, max_step=2.0)
+    for i in range(3):
+        single = solvers.least_squares(
+            saturating, x0[i], rows[0][i], method="dense_gauss_newton", maxiter=200, max_step=2.0
+        )
+        assert_allclose(pooled[0][i], single.params)
+        assert int(pooled[1][i]) == int(single.iterations)
+    with pytest.raises(ValueError, match="max_step"):
+        solvers.least_squares(saturating, jnp.zeros(2), target, max_step=1.0)  # jaxopt's Gauss-Newton has none
+    with pytest.raises(ValueError, match="max_step"):
+        solvers.least_squares(saturating, jnp.zeros(2), target, method="dense_gauss_newton", max_step=0.0)

@@ -126,6 +126,10 @@ class FitOptions(NamedTuple):
         ``vmap`` whose every star waits for the chunk's slowest.  Each star
         gets the same iterates; the fit is then not differentiable.  None
         (default): the ``vmap``, with implicit derivatives.
+    max_step : float or None
+        ``method="dense_gauss_newton"`` only: the longest step (2-norm in
+        ``z``) the Gauss-Newton takes, a trust radius
+        (:func:`jaxspec.optim.solvers.least_squares`).  None (default): no cap.
     """
 
     tol: float = 1e-6
@@ -134,6 +138,7 @@ class FitOptions(NamedTuple):
     backend: str = "jaxopt"
     max_stepsize: float = 1e3
     slots: int | None = None
+    max_step: float | None = None
 
 
 class LatentFit(NamedTuple):
@@ -282,7 +287,14 @@ def _fit_one(
         )
     else:
         sol = solvers.least_squares(
-            res_fn, z0, *args, method=method, tol=options.tol, maxiter=options.maxiter, jacobian_fn=jac_fn
+            res_fn,
+            z0,
+            *args,
+            method=method,
+            tol=options.tol,
+            maxiter=options.maxiter,
+            jacobian_fn=jac_fn,
+            max_step=options.max_step,
         )
     return _summarise(
         params, y, ivar, z0, mean, precision, root, basis, sol.params, sol.converged, sol.iterations,
@@ -330,7 +342,7 @@ def _fit_pooled(params, y, ivar, z0, mean, precision, root, basis, *, decode, ja
         )
     z, iterations, err = solvers.pooled_gauss_newton(
         res_fn, z0, (y, ivar), (params, mean, root), slots=options.slots, tol=options.tol, maxiter=options.maxiter,
-        jacobian_fn=jac_fn,
+        jacobian_fn=jac_fn, max_step=options.max_step,
     )  # fmt: skip
     converged = (err <= options.tol) & jnp.all(jnp.isfinite(z), axis=1)
     one = partial(_summarise, decode=decode, jacobian=jacobian, has_prior=has_prior, covariance=covariance)
@@ -433,6 +445,12 @@ def _check_options(method: str, options: FitOptions) -> None:
             raise ValueError(f"options.slots: expected None or an int >= 1, found {options.slots!r}")
         if method != "dense_gauss_newton":
             raise ValueError(f"options.slots: only method='dense_gauss_newton' has slots, found method={method!r}")
+    if options.max_step is not None:
+        step = options.max_step
+        if isinstance(step, bool) or not isinstance(step, int | float) or not step > 0:
+            raise ValueError(f"options.max_step: expected None or a positive number, found {options.max_step!r}")
+        if method != "dense_gauss_newton":
+            raise ValueError(f"options.max_step: only method='dense_gauss_newton' takes one, found method={method!r}")
 
 
 # -- many stars ------------------------------------------------------------------

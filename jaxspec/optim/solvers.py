@@ -28,6 +28,7 @@ jaxopt is unmaintained upstream; swapping it out means editing this file only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -98,6 +99,7 @@ def least_squares(
     tol: float = 1e-6,
     maxiter: int = 50,
     jacobian_fn: Callable | None = None,
+    max_step: float | None = None,
 ) -> SolverResult:
     r"""Minimise :math:`\tfrac12 \sum_i r_i(x, \ldots)^2` for one problem.
 
@@ -130,6 +132,12 @@ def least_squares(
         ``(m, n)`` in closed form, used by ``"dense_gauss_newton"`` in place
         of ``jax.jacfwd(residual_fn)`` (``residual_fn`` still gives the
         implicit derivatives).  Not accepted by the jaxopt methods.
+    max_step : float, optional
+        ``"dense_gauss_newton"`` only: a step longer than this (2-norm) is
+        shortened to it, a trust radius for parameters whose scale makes
+        longer steps meaningless (a ``tanh`` bound reparametrisation, where a
+        step of tens of units lands in the flat tails and stalls there).
+        None: no cap.
 
     Returns
     -------
@@ -145,6 +153,9 @@ def least_squares(
     _check(tol, maxiter)
     if jacobian_fn is not None and method != "dense_gauss_newton":
         raise ValueError(f"jacobian_fn: only method='dense_gauss_newton' takes one, found method={method!r}")
+    if max_step is not None and method != "dense_gauss_newton":
+        raise ValueError(f"max_step: only method='dense_gauss_newton' takes one, found method={method!r}")
+    _check_max_step(max_step)
     if method == "gauss_newton":
         solver = jaxopt.GaussNewton(residual_fun=residual_fn, tol=tol, maxiter=maxiter, implicit_diff=True)
     elif method == "levenberg_marquardt":
@@ -157,7 +168,7 @@ def least_squares(
             implicit_diff=True,
         )
     elif method == "dense_gauss_newton":
-        x, (iterations, error) = _dense_gauss_newton(residual_fn, tol, maxiter, jacobian_fn)(x0, args)
+        x, (iterations, error) = _dense_gauss_newton(residual_fn, tol, maxiter, jacobian_fn, max_step)(x0, args)
         value = 0.5 * jnp.sum(jnp.square(residual_fn(x, *args)))
         converged = (error <= tol) & jnp.isfinite(value) & _finite(x)
         return SolverResult(x, value, iterations, converged)
@@ -183,12 +194,34 @@ def _gn_linearise(residual_fn: Callable, jacobian_fn: Callable | None, x, args):
     return 0.5 * jnp.sum(jnp.square(r)), jac.T @ jac, jac.T @ r
 
 
-def _gn_step(x, jtj, grad, lam):
-    """The damped Gauss-Newton step: Cholesky of the Jacobi-scaled ``J^T J + lam I``."""
-    scale = jnp.sqrt(jnp.where(jnp.diagonal(jtj) > 0, jnp.diagonal(jtj), 1.0))
+def _check_max_step(max_step) -> None:
+    if max_step is not None and not max_step > 0:
+        raise ValueError(f"max_step: expected a positive number or None, found {max_step!r}")
+
+
+def _gn_step(x, value, jtj, grad, lam, max_step: float | None = None):
+    r"""The damped Gauss-Newton step: Cholesky of the Jacobi-scaled ``J^T J + lam I``.
+
+    With ``max_step``, the step is shortened to that norm (a trust radius),
+    and a parameter that a step of that length could not move the objective
+    ``value`` beyond rounding (:math:`\tfrac12 (J^\top J)_{ii}\,`
+    ``max_step``:math:`^2 \le \epsilon\,` ``value``: a saturated ``tanh``
+    bound, say) is held where it is.  Jacobi scaling would otherwise blow its
+    rounding-level gradient up into a full step, and the fit would walk
+    along the flat tail without meeting its tolerance.
+    """
+    diag = jnp.diagonal(jtj)
+    live = diag > 0
+    if max_step is not None:
+        live = live & (0.5 * diag * max_step**2 > jnp.finfo(x.dtype).eps * value)
+    scale = jnp.where(live, jnp.sqrt(jnp.where(live, diag, 1.0)), jnp.inf)
     eye = jnp.eye(x.shape[0], dtype=x.dtype)
     a = jtj / scale[:, None] / scale[None, :] + (lam + jnp.finfo(x.dtype).eps) * eye
-    return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a, lower=True), grad / scale) / scale
+    step = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(a, lower=True), grad / scale) / scale
+    if max_step is None:
+        return step
+    norm = jnp.linalg.norm(step)
+    return jnp.where(norm > max_step, step * (max_step / norm), step)
 
 
 def _gn_accept(state, step, new):
@@ -208,7 +241,9 @@ def _gn_running(k, err, lam, tol: float, maxiter: int):
     return (k < maxiter) & ~(err <= tol) & (lam < _LAMBDA_MAX)
 
 
-def _dense_gauss_newton(residual_fn: Callable, tol: float, maxiter: int, jacobian_fn: Callable | None) -> Callable:
+def _dense_gauss_newton(
+    residual_fn: Callable, tol: float, maxiter: int, jacobian_fn: Callable | None, max_step: float | None = None
+) -> Callable:
     """``solve(x0, args) -> (x, (iterations, last_step_norm))`` for a flat array ``x``; implicit derivatives."""
 
     def optimality(x, args):
@@ -219,9 +254,8 @@ def _dense_gauss_newton(residual_fn: Callable, tol: float, maxiter: int, jacobia
     def solve(x0, args):
         def body(carry):
             state, k, _ = carry
-            x, _, jtj, grad, lam = state
-            step = _gn_step(x, jtj, grad, lam)
-            state, err = _gn_accept(state, step, _gn_linearise(residual_fn, jacobian_fn, x - step, args))
+            step = _gn_step(*state, max_step)
+            state, err = _gn_accept(state, step, _gn_linearise(residual_fn, jacobian_fn, state[0] - step, args))
             return state, k + 1, err
 
         def cond(carry):
@@ -250,6 +284,7 @@ def pooled_gauss_newton(
     tol: float,
     maxiter: int,
     jacobian_fn: Callable | None = None,
+    max_step: float | None = None,
 ):
     r"""The dense Gauss-Newton of :func:`least_squares` for ``N`` problems on ``slots`` lanes that refill.
 
@@ -264,7 +299,8 @@ def pooled_gauss_newton(
     a ``vmap``, which pays when iteration counts vary (a few stars needing
     three times the median).  Each problem sees exactly the iterates of
     :func:`least_squares`.  Not differentiable (no implicit derivatives: a
-    ``while_loop`` with a data-dependent queue).
+    ``while_loop`` with a data-dependent queue).  ``max_step`` caps each step as
+    in :func:`least_squares`.
 
     Returns
     -------
@@ -279,8 +315,8 @@ def pooled_gauss_newton(
 
     def body(carry):
         state, k, err, idx, fresh, active, row, nxt, out = carry
-        x, _, jtj, grad, lam = state
-        step = jnp.where(fresh[:, None], 0.0, jax.vmap(_gn_step)(x, jtj, grad, lam))
+        x, lam = state[0], state[-1]
+        step = jnp.where(fresh[:, None], 0.0, jax.vmap(partial(_gn_step, max_step=max_step))(*state))
         x_try = jnp.where(fresh[:, None], take(x0, idx), x - step)
         new = lin(x_try, row)
         accepted, err_new = jax.vmap(_gn_accept)(state, step, new)

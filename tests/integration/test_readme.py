@@ -79,12 +79,13 @@ def test_readme_code_runs_unchanged(shared_data, tmp_path, monkeypatch):
     from jaxspec.data import gaia_xp
 
     python, commands = _blocks("python"), _commands()
-    assert len(python) >= 7 and len(commands) == 2  # data, APOGEE, XP, engine, Lux, RSCA, sVAE; lux train/predict
+    assert len(python) >= 8 and len(commands) == 3  # data, APOGEE, XP, engine, Lux, RSCA, sVAE, Payne; 3 commands
     rng = np.random.default_rng(0)
     monkeypatch.chdir(tmp_path)
     paths = _apogee_files(tmp_path, rng)
     for suffix in ("csv", "fits"):
         shutil.copy(shared_data / "gaia_xp" / f"XP_CONTINUOUS_RAW.{suffix}", tmp_path / f"XP_CONTINUOUS_RAW.{suffix}")
+    shutil.copy(shared_data / "payne" / "NN_normalized_spectra.npz", tmp_path / "NN_normalized_spectra.npz")
     real = gaia_xp.read_xp_continuous(tmp_path / "XP_CONTINUOUS_RAW.fits")
     g = np.asarray(real.coefficients[:, 55])  # the archive sample lacks phot_g_mean_flux: a stand-in
     namespace = {"__name__": "readme", "paths": paths, "g": g, **_own_arrays(rng)}
@@ -96,6 +97,8 @@ def test_readme_code_runs_unchanged(shared_data, tmp_path, monkeypatch):
     assert namespace["y"].shape == (namespace["mc"].spectra.n_stars, 30)
     assert 0 <= namespace["rate"].rate < 0.5
     assert namespace["mu_real"].shape == (2, 6)
+    payne_fit = namespace["fit"]
+    assert np.all(np.abs(payne_fit.rv - [1.5, -2.0]) < 0.2) and not payne_fit.flagged.any()
 
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for command in commands:
@@ -103,3 +106,4 @@ def test_readme_code_runs_unchanged(shared_data, tmp_path, monkeypatch):
         assert out.returncode == 0, (command, out.stderr[-2000:])
     table = Table.read(tmp_path / "labels.fits")
     assert len(table) == 5 and set(NAMES) <= set(table.colnames) and not np.any(table["FLAGGED"])
+    assert len(Table.read(tmp_path / "payne.fits")) == 5

@@ -76,7 +76,7 @@ RV_START_LIMIT = 0.98
 _BATCH = 16
 #: Default solver options: the tolerance is on the step in the unbounded ``(u, w)``; each chunk is solved on
 #: 16 refilling lanes (:class:`~jaxspec.optim.FitOptions` ``slots``).
-DEFAULT_OPTIONS = FitOptions(tol=1e-4, maxiter=100, slots=16)
+DEFAULT_OPTIONS = FitOptions(tol=1e-4, maxiter=100, slots=16, max_step=2.0)
 
 
 class LabelFit(NamedTuple):
