@@ -1,8 +1,9 @@
 """Normalizing flows for stellar spectra ("Mendis", Ciuca & Ting 2022): in construction (issue 16).
 
-So far the two GLOW layers of a block as ``distrax`` bijectors
-(:mod:`jaxspec.models.flows._bijectors`): ActNorm and the invertible 1x1
-mixing in LU form.  The spline couplings, the flow, its fit and the
+So far the layers of a block as ``distrax`` bijectors: ActNorm and the
+invertible 1x1 mixing in LU form (:mod:`jaxspec.models.flows._bijectors`), and
+the rational-quadratic spline coupling of both halves in turn
+(:mod:`jaxspec.models.flows._coupling`).  The flow, its fit and the
 applications follow; this package is not yet a registered family.
 """
 
@@ -16,5 +17,20 @@ from jaxspec.models.flows._bijectors import (
     lu_init,
     lu_matrix,
 )
+from jaxspec.models.flows._coupling import CouplingParams, SplineSpec, coupling, coupling_graphdefs, init_coupling
 
-__all__ = ["ActNorm", "ActNormParams", "LUFixed", "LUMixing", "LUParams", "actnorm_init", "lu_init", "lu_matrix"]
+__all__ = [
+    "ActNorm",
+    "ActNormParams",
+    "CouplingParams",
+    "LUFixed",
+    "LUMixing",
+    "LUParams",
+    "SplineSpec",
+    "actnorm_init",
+    "coupling",
+    "coupling_graphdefs",
+    "init_coupling",
+    "lu_init",
+    "lu_matrix",
+]
