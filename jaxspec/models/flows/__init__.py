@@ -3,8 +3,9 @@
 So far the layers of a block as ``distrax`` bijectors: ActNorm and the
 invertible 1x1 mixing in LU form (:mod:`jaxspec.models.flows._bijectors`), and
 the rational-quadratic spline coupling of both halves in turn
-(:mod:`jaxspec.models.flows._coupling`).  The flow, its fit and the
-applications follow; this package is not yet a registered family.
+(:mod:`jaxspec.models.flows._coupling`), and the flow of stacked blocks
+with its exact ``log_prob`` (:mod:`jaxspec.models.flows._flow`).  The
+model, its fit and the applications follow; this package is not yet a registered family.
 """
 
 from jaxspec.models.flows._bijectors import (
@@ -18,19 +19,35 @@ from jaxspec.models.flows._bijectors import (
     lu_matrix,
 )
 from jaxspec.models.flows._coupling import CouplingParams, SplineSpec, coupling, coupling_graphdefs, init_coupling
+from jaxspec.models.flows._flow import (
+    BlockParams,
+    FlowSpec,
+    base_log_prob,
+    from_base,
+    init_blocks,
+    log_prob,
+    to_base,
+)
 
 __all__ = [
     "ActNorm",
     "ActNormParams",
+    "BlockParams",
     "CouplingParams",
+    "FlowSpec",
     "LUFixed",
     "LUMixing",
     "LUParams",
     "SplineSpec",
     "actnorm_init",
+    "base_log_prob",
     "coupling",
     "coupling_graphdefs",
+    "from_base",
+    "init_blocks",
     "init_coupling",
+    "log_prob",
     "lu_init",
     "lu_matrix",
+    "to_base",
 ]
