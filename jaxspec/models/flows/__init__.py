@@ -24,8 +24,11 @@ from jaxspec.models.flows._flow import (
     FlowSpec,
     base_log_prob,
     from_base,
+    init_actnorm,
     init_blocks,
     log_prob,
+    n_parameters,
+    parameter_shapes,
     to_base,
 )
 
@@ -44,10 +47,13 @@ __all__ = [
     "coupling",
     "coupling_graphdefs",
     "from_base",
+    "init_actnorm",
     "init_blocks",
     "init_coupling",
     "log_prob",
     "lu_init",
     "lu_matrix",
+    "n_parameters",
+    "parameter_shapes",
     "to_base",
 ]

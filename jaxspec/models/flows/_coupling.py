@@ -109,12 +109,12 @@ def coupling_graphdefs(spec: SplineSpec, dtype) -> tuple:
 
 def init_coupling(key: jax.Array, spec: SplineSpec, dtype=jnp.float32) -> CouplingParams:
     """Initial conditioner weights (LeCun-normal hidden kernels, zero biases, zero read-out: the identity)."""
-    return _init(_check_spec(spec), np.dtype(dtype).name)(key)
+    return initialiser(_check_spec(spec), np.dtype(dtype).name)(key)
 
 
 @functools.lru_cache(maxsize=64)
-def _init(spec: SplineSpec, dtype: str):
-    """One compiled initialiser per shape (NNX builds the layers inside the trace: no eager op dispatch)."""
+def initialiser(spec: SplineSpec, dtype: str):
+    """``init(key) -> CouplingParams``, compiled once per shape (NNX builds the layers inside the trace)."""
 
     def init(key):
         nets = []
