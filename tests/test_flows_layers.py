@@ -138,11 +138,11 @@ def test_flow_at_initialisation_is_a_rotation_so_log_prob_is_the_standard_normal
     np.testing.assert_allclose(got, want, atol=10 * _tol(), rtol=10 * _tol())
 
 
-@pytest.mark.parametrize("channels", [None, 2])
-def test_flow_inverts_its_log_det_is_the_jacobians_and_log_prob_is_distraxs(channels):
+def test_flow_inverts_its_log_det_is_the_jacobians_and_log_prob_is_distraxs():
+    """Block-diagonal mixing here; the full (c = D) mixing is the LU test's ``channels=6``."""
     import distrax
 
-    spec = flows.FlowSpec(dim=6, blocks=3, hidden=(8, 8, 8), bins=4, channels=channels)
+    spec = flows.FlowSpec(dim=6, blocks=3, hidden=(8, 8, 8), bins=4, channels=2)
     params, fixed = _flow(spec)
     x = 1.5 * jax.random.normal(jax.random.key(2), (4, 6), _dtype())
     z, logdet = jax.jit(lambda x: flows.to_base(params, fixed, spec, x))(x)
@@ -169,11 +169,11 @@ def test_flow_inverts_its_log_det_is_the_jacobians_and_log_prob_is_distraxs(chan
 def test_two_dimensional_flow_density_integrates_to_one():
     spec = flows.FlowSpec(dim=2, blocks=2, hidden=(8, 8, 8), bins=4)
     params, fixed = _flow(spec, scale=0.15, key=7)
-    g = np.linspace(-9.0, 9.0, 601)
+    g = np.linspace(-9.0, 9.0, 401)
     grid = jnp.asarray(np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2), _dtype())
     density = np.exp(np.asarray(jax.jit(lambda x: flows.log_prob(params, fixed, spec, x))(grid), np.float64))
     total = density.sum() * (g[1] - g[0]) ** 2
-    assert total == pytest.approx(1.0, abs=1e-3)  # 0.9999965 when written
+    assert total == pytest.approx(1.0, abs=1e-3)  # 0.9999965 on a 601^2 grid when written
     # and it is not the base density: the flow has learnt (here: been given) a shape
     base = np.exp(-0.5 * np.sum(np.asarray(grid, np.float64) ** 2, axis=1)) / (2 * np.pi)
     assert np.abs(density - base).max() > 1e-2
