@@ -36,12 +36,13 @@ def _close(actual, desired, rtol=2e-6, atol=0.0, x64_rtol=2e-3, x64_atol=1e-5):
     np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(desired, np.float64), rtol=rtol, atol=atol)
 
 
-def _close_cov(actual, desired):
-    """Covariances ``(n, M, M)`` compared in units of the reference's standard deviations."""
+def _close_cov(actual, desired, atol=1e-4):
+    """Covariances ``(n, M, M)`` compared in units of the reference's standard deviations (float32: ``atol``;
+    Gauss-Newton covariances differ by 2.5e-5 between an AVX-512 and an AVX2 CPU)."""
     desired = np.asarray(desired, np.float64)
     sd = np.sqrt(np.diagonal(desired, axis1=1, axis2=2))
     norm = sd[:, :, None] * sd[:, None, :]
-    _close(np.asarray(actual) / norm, desired / norm, rtol=0.0, atol=1e-5, x64_rtol=0.0, x64_atol=2e-2)
+    _close(np.asarray(actual) / norm, desired / norm, rtol=0.0, atol=atol, x64_rtol=0.0, x64_atol=2e-2)
 
 
 def _files(family, version):
@@ -62,12 +63,12 @@ def check_lux(version: str) -> None:
     path, d = _files("lux", version)
     model = io.load(path, family="lux")
     pl = lux.predict_labels(model, _spectra(d), progress=False)
-    _close(pl.labels.values, d["pred_labels"], rtol=1e-5)
+    _close(pl.labels.values, d["pred_labels"], rtol=5e-4)  # a Gauss-Newton fit: rounding differs by CPU (AVX2: 9e-5)
     _close(pl.labels.ivar, d["pred_label_ivar"], rtol=1e-4, x64_rtol=2e-2)
     _close_cov(pl.covariance, d["pred_covariance"])
     np.testing.assert_array_equal(pl.flagged, d["pred_flagged"])
     ps = lux.predict_spectra(model, _labels(d), progress=False)
-    _close(ps.spectra.flux, d["pred_flux"], rtol=1e-5)
+    _close(ps.spectra.flux, d["pred_flux"], rtol=1e-4)  # latents by Gauss-Newton (AVX2: 3.3e-5)
     _close(ps.spectra.ivar, d["pred_flux_ivar"], rtol=1e-4, x64_rtol=2e-2)
 
 
@@ -77,7 +78,7 @@ def check_lux_mlp(version: str) -> None:
     path, d = _files("lux_mlp", version)
     model = io.load(path, family="lux_mlp")
     pm = mlp.predict_labels(model, _spectra(d), progress=False)
-    _close(pm.labels.values, d["pred_labels"], rtol=1e-5)
+    _close(pm.labels.values, d["pred_labels"], rtol=5e-4)  # as lux (AVX2: 1.2e-4)
     _close_cov(pm.covariance, d["pred_covariance"])
 
 
@@ -94,8 +95,9 @@ def check_cannon(version: str) -> None:
     inferred = cannon.predict_labels(model, _spectra(d), progress=False)
     # an iterative fit to a tolerance: under x64 it stops at another point, within a small part of the error bar
     sd = np.sqrt(np.diagonal(np.asarray(d["pred_covariance"], np.float64), axis1=1, axis2=2))
-    _close(inferred.labels.values / sd, d["pred_labels"] / sd, rtol=1e-5, x64_rtol=0.0, x64_atol=0.1)
-    _close_cov(inferred.covariance, d["pred_covariance"])
+    # an iterative float32 fit stopped at its tolerance: 0.016 sd apart on an AVX2 CPU from the AVX-512 original
+    _close(inferred.labels.values / sd, d["pred_labels"] / sd, rtol=1e-5, atol=0.05, x64_rtol=0.0, x64_atol=0.1)
+    _close_cov(inferred.covariance, d["pred_covariance"], atol=2e-2)  # at the other stopping point (AVX2: 6e-3)
 
 
 def check_ppca(version: str) -> None:

@@ -182,8 +182,10 @@ def assert_reduction_close(actual, desired):
 
 def assert_per_star_close(actual, desired):
     """Per-star latent fits: the same problem per star, but the chunk's Gram products are vectorised for the
-    per-device row count, so the last bits may differ (seen: bitwise equal in float32, ~1e-14 in float64)."""
-    rtol = 1e-6 if np.asarray(desired).dtype == np.float32 else 1e-12
+    per-device row count, so the last bits may differ, and an iterative fit that stops at its tolerance carries
+    them on (seen: bitwise equal in float32 on an AVX-512 CPU, 4.8e-5 of the largest latent on an AVX2 one;
+    ~1e-14 in float64)."""
+    rtol = 2e-4 if np.asarray(desired).dtype == np.float32 else 1e-12
     np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * float(np.max(np.abs(desired))))
 
 
