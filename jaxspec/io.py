@@ -113,6 +113,7 @@ MODULES: dict[str, str] = {
     "rsca": "jaxspec.models.rsca",
     "svae": "jaxspec.models.scatter_vae",
     "payne": "jaxspec.models.payne",
+    "flows": "jaxspec.models.flows",
 }
 
 #: Model family -> the stable name of its model class.
@@ -124,6 +125,7 @@ FAMILY_CLASSES: dict[str, str] = {
     "rsca": "rsca.Model",
     "svae": "svae.Model",
     "payne": "payne.Model",
+    "flows": "flows.Model",
 }
 
 #: Class names in files of format 1 (module paths of jaxspec 0.1) -> stable names.  Never remove an entry.

@@ -29,7 +29,7 @@ import pytest
 
 from jaxspec import Labels, Spectra
 from jaxspec.data import mock
-from jaxspec.models import cannon, lux, payne, ppca, rsca
+from jaxspec.models import cannon, flows, lux, payne, ppca, rsca
 from jaxspec.models import scatter_vae as svae
 from jaxspec.models._common import FitResult
 from jaxspec.models.lux import mlp
@@ -126,6 +126,11 @@ def _fit_cannon(x, labels, key):
 
 def _fit_ppca(x, _, key):
     return ppca.fit(x, key=key, config=ppca.Config(n_components=3, max_iter=10), progress=False)
+
+
+def _fit_flows(x, labels, key):
+    config = flows.Config(blocks=1, hidden=(4, 4, 4), epochs=1, batch_size=32)
+    return flows.fit(x, labels, key=key, config=config, progress=False)
 
 
 def _fit_rsca(x, ids, key):
@@ -248,6 +253,16 @@ ENTRIES = [
         payne.Config,
         second="labels",
         label_verbs={"predict_spectra": lambda m, lab: _spectra_out(payne.predict_spectra(m, lab, progress=False))},
+        grid=True,
+    ),
+    Entry(
+        "flows",
+        _labelled_data,
+        _spectra,
+        _fit_flows,
+        {"log_prob": lambda m, x, lab: _score(flows.log_prob(m, x, lab, progress=False))},
+        flows.Config,
+        second="labels",
         grid=True,
     ),
 ]

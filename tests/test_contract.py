@@ -23,7 +23,7 @@ import pytest
 
 from jaxspec import Labels, Spectra, io
 from jaxspec.data import mock
-from jaxspec.models import cannon, lux, payne, ppca, rsca
+from jaxspec.models import cannon, flows, lux, payne, ppca, rsca
 from jaxspec.models._common import FitResult, LabelPrediction, SpectraPrediction
 from tests.conftest import assert_allclose
 from tests.test_reference_files import CHECKS, versions
@@ -85,6 +85,18 @@ def _cannon_verbs(model, spectra, labels):
 def _payne_verbs(model, spectra, labels):
     # labels -> spectra only: The Payne's spectra -> labels verb (``fit_labels``, issue 15) does not exist yet
     return [(payne.predict_spectra(model, labels, progress=False), SpectraPrediction)]
+
+
+def _flows_verbs(model, spectra, labels):
+    return [
+        (flows.log_prob(model, spectra, labels, progress=False), np.ndarray),
+        (flows.sample(model, jax.random.key(1), 5, progress=False), flows.Draws),
+    ]
+
+
+def _flows_input(model):
+    z = np.random.default_rng(5).normal(size=(7, model.dim))
+    return jnp.asarray(np.asarray(model.center) + np.asarray(model.spread) * z, model.center.dtype)
 
 
 def _mlp_base():
@@ -183,6 +195,15 @@ FAMILIES = [
         payne.decode,
         lambda model: np.array([[4800.0, 2.5], [5100.0, 2.2], [4500.0, 2.9]]),
         _payne_verbs,
+    ),
+    Family(
+        "flows",
+        flows,
+        _labelled,
+        flows.Config(blocks=1, hidden=(8, 8, 8), epochs=2, batch_size=40),
+        flows.log_density,
+        _flows_input,
+        _flows_verbs,
     ),
 ]
 

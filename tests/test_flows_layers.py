@@ -133,7 +133,7 @@ def test_flow_at_initialisation_is_a_rotation_so_log_prob_is_the_standard_normal
     spec = flows.FlowSpec(dim=6, blocks=3, hidden=(8, 8, 8), bins=4, channels=3)
     params, fixed = flows.init_blocks(jax.random.key(0), spec, _dtype())
     x = 2.0 * jax.random.normal(jax.random.key(1), (5, 6), _dtype())
-    got = jax.jit(lambda x: flows.log_prob(params, fixed, spec, x))(x)
+    got = jax.jit(lambda x: flows.flow_log_prob(params, fixed, spec, x))(x)
     want = -0.5 * np.sum(np.asarray(x, np.float64) ** 2, axis=1) - 3.0 * np.log(2 * np.pi)
     np.testing.assert_allclose(got, want, atol=10 * _tol(), rtol=10 * _tol())
 
@@ -162,7 +162,7 @@ def test_flow_inverts_its_log_det_is_the_jacobians_and_log_prob_is_distraxs():
     chain = distrax.Chain(blocks[::-1])  # distrax applies the last first: block 0 first
     base = distrax.MultivariateNormalDiag(jnp.zeros(6, _dtype()), jnp.ones(6, _dtype()))
     want = jax.jit(distrax.Transformed(base, distrax.Inverse(chain)).log_prob)(x)
-    got = jax.jit(lambda x: flows.log_prob(params, fixed, spec, x))(x)
+    got = jax.jit(lambda x: flows.flow_log_prob(params, fixed, spec, x))(x)
     np.testing.assert_allclose(got, want, atol=100 * _tol(), rtol=100 * _tol())
 
 
@@ -171,7 +171,7 @@ def test_two_dimensional_flow_density_integrates_to_one():
     params, fixed = _flow(spec, scale=0.15, key=7)
     g = np.linspace(-9.0, 9.0, 401)
     grid = jnp.asarray(np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2), _dtype())
-    density = np.exp(np.asarray(jax.jit(lambda x: flows.log_prob(params, fixed, spec, x))(grid), np.float64))
+    density = np.exp(np.asarray(jax.jit(lambda x: flows.flow_log_prob(params, fixed, spec, x))(grid), np.float64))
     total = density.sum() * (g[1] - g[0]) ** 2
     assert total == pytest.approx(1.0, abs=1e-3)  # 0.9999965 on a 601^2 grid when written
     # and it is not the base density: the flow has learnt (here: been given) a shape

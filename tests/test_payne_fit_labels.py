@@ -107,6 +107,7 @@ def _stencil_args(model, dtype):
     return (params, jnp.asarray(model.wavelength, dtype), jnp.asarray(off), jnp.asarray(idx))
 
 
+@pytest.mark.slow  # float32 pass only (CI time)
 def test_closed_form_spectrum_and_jacobian_match_the_stencil_shift_and_autodiff(shipped):
     """The fast path (pixel-major weights, shift by static slices) equals the general one (stencil, jacfwd)."""
     dtype = np.dtype(compute_dtype(shipped))
@@ -132,6 +133,7 @@ def test_closed_form_spectrum_and_jacobian_match_the_stencil_shift_and_autodiff(
     np.testing.assert_allclose(got_j, want_j, atol=1e-12 if x64 else 1e-6)
 
 
+@pytest.mark.slow  # float32 pass only (CI time)
 def test_scan_chi2_is_the_direct_sum(shipped):
     dtype = np.dtype(compute_dtype(shipped))
     fwd = fl._forward(shipped, True, dtype)
@@ -145,6 +147,7 @@ def test_scan_chi2_is_the_direct_sum(shipped):
     assert got.shape == (41,)
 
 
+@pytest.mark.slow  # float32 pass only (CI time)
 def test_rv_scan_finds_the_stars_stuck_in_a_wrong_rv_minimum(shipped):
     """From the centre of the box a few stars stop a pixel or so off in RV; the scan's restart finds them."""
     spectra, truth, _, v = _mock(shipped, 1000, 8)
@@ -316,6 +319,7 @@ def test_predict_labels_is_the_contract_verb(planted, shipped):
     np.testing.assert_array_equal(pred.reduced_chi2, fit.reduced_chi2)
 
 
+@pytest.mark.slow  # float32 pass only (CI time)
 def test_compiles_once_per_chunk_shape(shipped):
     spectra, *_ = _mock(shipped, 24, 7)
     first = Spectra(spectra.flux[:12], spectra.ivar[:12], shipped.wavelength)
@@ -403,6 +407,7 @@ def test_continuum_basis_is_chebyshev_per_chip(shipped):
     assert payne.continuum_basis(bare, 2).shape == (7214, 3)  # no grid: one chip
 
 
+@pytest.mark.slow  # float32 pass only (CI time)
 def test_continuum_is_fitted_in_closed_form(shipped):
     """Spectra times a planted per-chip polynomial (scale 0.5-2): labels, RV and continuum come back, and the
     label errors grow a little (marginal over the continuum)."""

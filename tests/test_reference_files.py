@@ -147,6 +147,21 @@ def check_payne(version: str) -> None:
     _close(payne.decode(model, d["probe_labels"]), d["decoded"], rtol=1e-5, atol=1e-6)
 
 
+def check_flows(version: str) -> None:
+    from jaxspec.models import flows
+
+    path, d = _files("flows", version)
+    model = io.load(path, family="flows")
+    assert model.config.kind == ("structured" if version.endswith("-structured") else "joint")
+    assert model.label_names == tuple(str(n) for n in d["label_names"])
+    np.testing.assert_array_equal(model.wavelength, d["wavelength"])
+    _close(flows.log_prob(model, _spectra(d), _labels(d), progress=False), d["log_prob"], rtol=1e-5, atol=1e-3)
+    _close(flows.log_density(model, d["probe"]), d["log_density"], rtol=1e-5, atol=1e-3)
+    draws = flows.sample(model, jax.random.key(9), 10, progress=False)
+    _close(draws.spectra, d["sample_spectra"], rtol=1e-5, atol=1e-5)
+    _close(draws.labels, d["sample_labels"], rtol=1e-5, atol=1e-5)
+
+
 CHECKS = {
     "lux": check_lux,
     "lux_mlp": check_lux_mlp,
@@ -155,6 +170,7 @@ CHECKS = {
     "rsca": check_rsca,
     "svae": check_svae,
     "payne": check_payne,
+    "flows": check_flows,
 }
 CASES = [(family, version) for family in CHECKS for version in versions(family)]
 

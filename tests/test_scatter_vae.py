@@ -296,6 +296,7 @@ out["devices"] = np.asarray(jax.device_count())
 """
 
 
+@pytest.mark.slow  # float32 pass only (CI time)
 def test_data_parallel_equals_one_device():
     out = run_in_subprocess(DATA_PARALLEL, devices=4, timeout=300)
     assert int(out["devices"]) == 4

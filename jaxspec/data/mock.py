@@ -62,6 +62,7 @@ import numpy as np
 
 from jaxspec.data._grids import CHIP_RANGES
 from jaxspec.data._linelist import LineList, line_list
+from jaxspec.data._mock_mendis import MENDIS_CLASSES, MENDIS_LABELS, MockMendis, mendis, mendis_grid
 from jaxspec.data._mock_population import (
     LABEL_ERRORS,
     LABEL_NAMES,
@@ -82,16 +83,21 @@ from jaxspec.data.containers import Labels, Spectra
 __all__ = [
     "LABEL_ERRORS",
     "LABEL_NAMES",
+    "MENDIS_CLASSES",
+    "MENDIS_LABELS",
     "SYNTHETIC_ERR",
     "LineList",
     "MockClusters",
     "MockDomains",
+    "MockMendis",
     "MockSurvey",
     "MockXP",
     "Noise",
     "domains",
     "gaia_xp",
     "line_list",
+    "mendis",
+    "mendis_grid",
     "open_clusters",
     "spectrum",
     "survey",

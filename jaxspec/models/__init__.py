@@ -4,7 +4,8 @@
 nonlinear output), ``ppca`` (probabilistic PCA with missing data), ``rsca``
 (de Mijolla & Ness 2021, on ``ppca``), ``scatter_vae`` (Laroche & Speagle
 2023), ``cannon`` (the quadratic Cannon, the supervised baseline) and
-``payne`` (The Payne's spectral emulator, Ting et al. 2019).
+``payne`` (The Payne's spectral emulator, Ting et al. 2019) and ``flows``
+(normalizing flows of spectra and labels, "Mendis", Ciuca & Ting 2022).
 Importing this package imports none of them (so neither flax nor optax).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["cannon", "lux", "payne", "ppca", "rsca", "scatter_vae"]
+__all__ = ["cannon", "flows", "lux", "payne", "ppca", "rsca", "scatter_vae"]
 
 _DEPRECATED = {"lux_cv": "lux.cv", "lux_mlp": "lux.mlp"}
 

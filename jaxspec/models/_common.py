@@ -175,6 +175,18 @@ def check_finite_measured(values, ivar, name: str) -> None:
             )
 
 
+def check_grid(grid, wavelength, name: str = "spectra") -> None:
+    """Refuse spectra on a wavelength grid other than the model's (when both have one; ``rtol`` 1e-7)."""
+    if grid is None or wavelength is None:
+        return
+    grid, wavelength = np.asarray(grid), np.asarray(wavelength)
+    if grid.shape != wavelength.shape or not np.allclose(grid, wavelength, rtol=1e-7, atol=0):
+        raise ValueError(
+            f"{name}: wavelength grid differs from the model's ({wavelength[0]:.3f}-{wavelength[-1]:.3f} A); "
+            "resample the spectra onto the training grid first"
+        )
+
+
 def check_label_columns(ivar, names, name: str = "labels") -> None:
     """Refuse training labels of which a column is never measured (nothing to learn it from)."""
     seen = np.any(np.asarray(ivar) > 0, axis=0)

@@ -106,20 +106,28 @@ def make_validation(loss_fn: Callable, data, *, batch_size: int, has_aux=False, 
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, found {batch_size!r}")
     key = jax.random.key(0) if key is None else key
-
-    @jax.jit
-    def evaluate(params, batch, i):
-        out = loss_fn(params, batch, jax.random.fold_in(key, i))
-        return out[0] if has_aux else out
+    evaluate = _evaluator(loss_fn, bool(has_aux))
 
     def validation(params):
         total = 0.0
         for i, start in enumerate(range(0, n, batch_size)):
             stop = min(start + batch_size, n)
-            total = total + (stop - start) * evaluate(params, _take(data, slice(start, stop)), np.int32(i))
+            total = total + (stop - start) * evaluate(params, _take(data, slice(start, stop)), key, np.int32(i))
         return total / n
 
     return validation
+
+
+@functools.lru_cache(maxsize=16)
+def _evaluator(loss_fn: Callable, has_aux: bool) -> Callable:
+    """The compiled validation loss of one batch, shared by every validation of the same ``loss_fn``."""
+
+    @jax.jit
+    def evaluate(params, batch, key, i):
+        out = loss_fn(params, batch, jax.random.fold_in(key, i))
+        return out[0] if has_aux else out
+
+    return evaluate
 
 
 @functools.lru_cache(maxsize=16)

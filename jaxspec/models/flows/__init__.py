@@ -1,11 +1,25 @@
-"""Normalizing flows for stellar spectra ("Mendis", Ciuca & Ting 2022): in construction (issue 16).
+r"""Normalizing flows for stellar spectra ("Mendis", Ciuca & Ting 2022).
 
-So far the layers of a block as ``distrax`` bijectors: ActNorm and the
-invertible 1x1 mixing in LU form (:mod:`jaxspec.models.flows._bijectors`), and
-the rational-quadratic spline coupling of both halves in turn
-(:mod:`jaxspec.models.flows._coupling`), and the flow of stacked blocks
-with its exact ``log_prob`` (:mod:`jaxspec.models.flows._flow`).  The
-model, its fit and the applications follow; this package is not yet a registered family.
+A flow :math:`f` maps a data vector ``x = (S, y)`` (a spectrum's ``L`` pixels,
+then ``M`` labels) to a standard normal base variable, so that
+
+.. math::
+
+    \log p(x) = \log \mathcal N(f(x); 0, I) + \log\lvert\det J_f(x)\rvert
+
+is exact.  Each of its blocks is ActNorm (an affine map per dimension,
+initialised from the first batch), an invertible 1x1 mixing in LU form
+(``W = P L (U + diag(s))``) and a rational-quadratic spline coupling of both
+halves in turn (Durkan et al. 2019; conditioner MLPs of three LeakyReLU(0.2)
+layers); all three are ``distrax`` bijectors.  ``Config(kind="joint")`` is the
+paper's flow of ``x``; ``kind="structured"`` flows ``y`` first and conditions
+every spectral coupling on ``y``, so ``p(S, y) = p(y) p(S | y)`` exactly.
+
+Public API: :class:`Config`, :class:`Model`, :func:`fit` (maximum likelihood
+through the engine's train step and loop), :func:`log_prob`, :func:`sample`.
+The layers themselves (:mod:`._bijectors`, :mod:`._coupling`, :mod:`._flow`)
+are exported for building other flows.  In construction (issue 16): the
+conditional samplers, correlation graphs and outlier scores follow.
 """
 
 from jaxspec.models.flows._bijectors import (
@@ -18,7 +32,9 @@ from jaxspec.models.flows._bijectors import (
     lu_init,
     lu_matrix,
 )
+from jaxspec.models.flows._config import Config
 from jaxspec.models.flows._coupling import CouplingParams, SplineSpec, coupling, coupling_graphdefs, init_coupling
+from jaxspec.models.flows._fit import fit
 from jaxspec.models.flows._flow import (
     BlockParams,
     FlowSpec,
@@ -26,34 +42,43 @@ from jaxspec.models.flows._flow import (
     from_base,
     init_actnorm,
     init_blocks,
-    log_prob,
     n_parameters,
     parameter_shapes,
     to_base,
 )
+from jaxspec.models.flows._flow import log_prob as flow_log_prob
+from jaxspec.models.flows._model import Model, log_density
+from jaxspec.models.flows._predict import Draws, log_prob, sample
 
 __all__ = [
     "ActNorm",
     "ActNormParams",
     "BlockParams",
+    "Config",
     "CouplingParams",
+    "Draws",
     "FlowSpec",
     "LUFixed",
     "LUMixing",
     "LUParams",
+    "Model",
     "SplineSpec",
     "actnorm_init",
     "base_log_prob",
     "coupling",
     "coupling_graphdefs",
+    "fit",
+    "flow_log_prob",
     "from_base",
     "init_actnorm",
     "init_blocks",
     "init_coupling",
+    "log_density",
     "log_prob",
     "lu_init",
     "lu_matrix",
     "n_parameters",
     "parameter_shapes",
+    "sample",
     "to_base",
 ]

@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxspec import io
+
 __all__ = ["CouplingParams", "SplineSpec", "coupling", "coupling_graphdefs", "init_coupling"]
 
 #: LeakyReLU slope of the conditioners (the reference code's).
@@ -41,18 +43,27 @@ NEGATIVE_SLOPE = 0.2
 
 
 class SplineSpec(NamedTuple):
-    """The static shape of a coupling: event size ``dim``, ``bins`` K, ``bound`` B, conditioner ``hidden`` widths."""
+    """The static shape of a coupling: event size ``dim``, ``bins`` K, ``bound`` B, conditioner ``hidden`` widths.
+
+    ``context``: the size of a context vector ``c`` every conditioner also
+    sees (``phi(a, c)``); 0 (the default) for an unconditional coupling.
+    """
 
     dim: int
     bins: int = 8
     bound: float = 3.0
     hidden: tuple = (1000, 1000, 1000)
+    context: int = 0
 
     @property
     def split(self) -> int:
         return self.dim // 2
 
 
+@io.register(
+    "flows.CouplingParams",
+    arrays={"first": io.Array((1, 2, 3), nested=True), "second": io.Array((1, 2, 3), nested=True)},
+)
 class CouplingParams(NamedTuple):
     """The two conditioners' weights (NNX pure dicts): ``first`` sees ``x[:d]``, ``second`` the new ``x[d:]``."""
 
@@ -80,8 +91,8 @@ class _Conditioner(nnx.Module):
 
 
 def _sizes(spec: SplineSpec) -> tuple[tuple, tuple]:
-    d, rest, per = spec.split, spec.dim - spec.split, 3 * spec.bins - 1
-    return (d, *spec.hidden, rest * per), (rest, *spec.hidden, d * per)
+    d, rest, per, c = spec.split, spec.dim - spec.split, 3 * spec.bins - 1, spec.context
+    return (d + c, *spec.hidden, rest * per), (rest + c, *spec.hidden, d * per)
 
 
 @functools.lru_cache(maxsize=64)
@@ -99,7 +110,9 @@ def _check_spec(spec: SplineSpec) -> SplineSpec:
         raise ValueError(f"spec.bins: expected an int >= 1, found {spec.bins}")
     if not spec.bound > 0:
         raise ValueError(f"spec.bound: expected a positive half-width, found {spec.bound}")
-    return spec._replace(hidden=tuple(int(h) for h in spec.hidden), bound=float(spec.bound))
+    if spec.context < 0:
+        raise ValueError(f"spec.context: expected an int >= 0, found {spec.context}")
+    return spec._replace(hidden=tuple(int(h) for h in spec.hidden), bound=float(spec.bound), context=int(spec.context))
 
 
 def coupling_graphdefs(spec: SplineSpec, dtype) -> tuple:
@@ -137,13 +150,21 @@ def _spline(raw, spec: SplineSpec) -> distrax.RationalQuadraticSpline:
     )
 
 
-def coupling(params: CouplingParams, spec: SplineSpec, graphdefs: tuple | None = None) -> distrax.Bijector:
-    """The coupling layer of ``params`` as a ``distrax.Chain`` of two ``SplitCoupling`` (events ``(D,)``)."""
+def coupling(
+    params: CouplingParams, spec: SplineSpec, graphdefs: tuple | None = None, context=None
+) -> distrax.Bijector:
+    """The coupling layer of ``params`` as a ``distrax.Chain`` of two ``SplitCoupling`` (events ``(D,)``).
+
+    ``context (..., spec.context)``: what the conditioners see besides the
+    other half, with the events' batch axes (required when ``spec.context > 0``).
+    """
     spec = _check_spec(spec)
+    if (context is None) != (spec.context == 0):
+        raise ValueError(f"context: expected an array (..., {spec.context}) exactly when spec.context > 0")
     if graphdefs is None:
         graphdefs = coupling_graphdefs(spec, jax.tree_util.tree_leaves(params)[0].dtype)
-    first = functools.partial(_conditioned, graphdefs[0], params.first)
-    second = functools.partial(_conditioned, graphdefs[1], params.second)
+    first = functools.partial(_conditioned, graphdefs[0], params.first, context)
+    second = functools.partial(_conditioned, graphdefs[1], params.second, context)
     d = spec.split
     make = functools.partial(_spline, spec=spec)
     b_given_a = distrax.SplitCoupling(d, 1, first, make, swap=False)
@@ -151,5 +172,7 @@ def coupling(params: CouplingParams, spec: SplineSpec, graphdefs: tuple | None =
     return distrax.Chain([a_given_b, b_given_a])  # distrax applies the last first
 
 
-def _conditioned(graphdef, state, x):
+def _conditioned(graphdef, state, context, x):
+    if context is not None:
+        x = jnp.concatenate([x, jnp.broadcast_to(context, (*x.shape[:-1], context.shape[-1]))], axis=-1)
     return nnx.merge(graphdef, state)(x)

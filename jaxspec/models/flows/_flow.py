@@ -16,6 +16,7 @@ paper-size flow at 2408 dimensions compiles as fast as a two-block one).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import distrax
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspec import io
 from jaxspec.models.flows._bijectors import ActNorm, ActNormParams, LUFixed, LUMixing, LUParams, actnorm_init, lu_init
 from jaxspec.models.flows._coupling import (
     CouplingParams,
@@ -54,6 +56,8 @@ class FlowSpec(NamedTuple):
     and half-width ``bound``, and ``channels``: the 1x1 mixing's group size
     (``None``: one ``D x D`` matrix, the paper's full mixing; ``c``: the same
     ``c x c`` matrix on each of ``D / c`` groups, GLOW's block-diagonal form).
+    ``context``: the size of a vector every coupling's conditioners also see
+    (a conditional flow ``p(x | c)``); 0 for an unconditional flow.
     """
 
     dim: int
@@ -62,16 +66,18 @@ class FlowSpec(NamedTuple):
     bins: int = 8
     bound: float = 3.0
     channels: int | None = None
+    context: int = 0
 
     @property
     def spline(self) -> SplineSpec:
-        return SplineSpec(self.dim, self.bins, self.bound, tuple(self.hidden))
+        return SplineSpec(self.dim, self.bins, self.bound, tuple(self.hidden), int(self.context))
 
     @property
     def mixed(self) -> int:
         return self.dim if self.channels is None else int(self.channels)
 
 
+@io.register("flows.BlockParams", arrays={})
 class BlockParams(NamedTuple):
     """Every block's trained parameters, stacked on a leading axis of length ``B``."""
 
@@ -106,26 +112,33 @@ def init_blocks(key: jax.Array, spec: FlowSpec, dtype=jnp.float32) -> tuple[Bloc
     return params, stack([m[1] for m in mixing])
 
 
-def init_actnorm(params: BlockParams, fixed: LUFixed, spec: FlowSpec, x) -> BlockParams:
+def init_actnorm(params: BlockParams, fixed: LUFixed, spec: FlowSpec, x, context=None) -> BlockParams:
     """GLOW's data-dependent initialisation: each block's ActNorm whitens what reaches it from the batch ``x (n, D)``.
 
     The blocks are visited in order, each ActNorm set from the batch as the
     earlier blocks have transformed it (:func:`actnorm_init`); the other
-    parameters are kept.  One compiled block serves every step.
+    parameters are kept.  One compiled block serves every step.  ``context
+    (n, spec.context)`` for a conditional flow.
     """
     spec = _check(spec)
     x = jnp.asarray(x, params.actnorm.loc.dtype)
     if x.ndim != 2 or x.shape[1] != spec.dim:
         raise ValueError(f"x: expected a batch of shape (n, {spec.dim}), found shape {x.shape}")
-    graphdefs = coupling_graphdefs(spec.spline, params.actnorm.loc.dtype)
-    forward = jax.jit(lambda block, fx, h: _block(block, fx, spec, graphdefs).forward(h))
+    forward = _block_forward(spec, np.dtype(params.actnorm.loc.dtype).name)
     pick = lambda tree, k: jax.tree.map(lambda a: a[k], tree)  # noqa: E731
     found = []
     for k in range(spec.blocks):
         block = pick(params, k)._replace(actnorm=actnorm_init(x))
         found.append(block.actnorm)
-        x = forward(block, pick(fixed, k), x)
+        x = forward(block, pick(fixed, k), x, context)
     return params._replace(actnorm=jax.tree.map(lambda *a: jnp.stack(a), *found))
+
+
+@functools.lru_cache(maxsize=16)
+def _block_forward(spec: FlowSpec, dtype: str):
+    """``forward(block, fixed, h, context)`` of one block, compiled once per shape (:func:`init_actnorm`)."""
+    graphdefs = coupling_graphdefs(spec.spline, dtype)
+    return jax.jit(lambda block, fx, h, c: _block(block, fx, spec, graphdefs, c).forward(h))
 
 
 def parameter_shapes(spec: FlowSpec, dtype=jnp.float32) -> BlockParams:
@@ -159,31 +172,35 @@ def n_parameters(spec: FlowSpec) -> dict[str, int]:
     return {**parts, "total": sum(parts.values())}
 
 
-def _block(block: BlockParams, fixed: LUFixed, spec: FlowSpec, graphdefs):
+def _block(block: BlockParams, fixed: LUFixed, spec: FlowSpec, graphdefs, context=None):
     """One block as a bijector, data side first: ``coupling o mixing o actnorm``."""
     return distrax.Chain(
-        [coupling(block.coupling, spec.spline, graphdefs), LUMixing(block.mixing, fixed), ActNorm(block.actnorm)]
+        [
+            coupling(block.coupling, spec.spline, graphdefs, context),
+            LUMixing(block.mixing, fixed),
+            ActNorm(block.actnorm),
+        ]
     )
 
 
-def to_base(params: BlockParams, fixed: LUFixed, spec: FlowSpec, x):
-    """``(z, log|det df/dx|)`` of data ``x (..., D)``: the normalising direction."""
+def to_base(params: BlockParams, fixed: LUFixed, spec: FlowSpec, x, context=None):
+    """``(z, log|det df/dx|)`` of data ``x (..., D)``: the normalising direction (``context (..., C)`` if any)."""
     graphdefs = coupling_graphdefs(spec.spline, params.actnorm.loc.dtype)
 
     def step(h, block):
-        h, ld = _block(block[0], block[1], spec, graphdefs).forward_and_log_det(h)
+        h, ld = _block(block[0], block[1], spec, graphdefs, context).forward_and_log_det(h)
         return h, ld
 
     z, lds = jax.lax.scan(step, x, (params, fixed))
     return z, jnp.sum(lds, axis=0)
 
 
-def from_base(params: BlockParams, fixed: LUFixed, spec: FlowSpec, z):
+def from_base(params: BlockParams, fixed: LUFixed, spec: FlowSpec, z, context=None):
     """``(x, log|det df^{-1}/dz|)`` of base variables ``z (..., D)``: the sampling direction."""
     graphdefs = coupling_graphdefs(spec.spline, params.actnorm.loc.dtype)
 
     def step(h, block):
-        h, ld = _block(block[0], block[1], spec, graphdefs).inverse_and_log_det(h)
+        h, ld = _block(block[0], block[1], spec, graphdefs, context).inverse_and_log_det(h)
         return h, ld
 
     x, lds = jax.lax.scan(step, z, (params, fixed), reverse=True)
@@ -196,7 +213,7 @@ def base_log_prob(z):
     return -0.5 * jnp.sum(jnp.square(z), axis=-1) - 0.5 * d * np.log(2 * np.pi)
 
 
-def log_prob(params: BlockParams, fixed: LUFixed, spec: FlowSpec, x):
-    """:math:`\\log p(x)` of data ``x (..., D)`` (nats; module docstring)."""
-    z, ld = to_base(params, fixed, spec, x)
+def log_prob(params: BlockParams, fixed: LUFixed, spec: FlowSpec, x, context=None):
+    """:math:`\\log p(x)` of data ``x (..., D)`` (nats; module docstring), or :math:`\\log p(x | c)`."""
+    z, ld = to_base(params, fixed, spec, x, context)
     return base_log_prob(z) + ld
