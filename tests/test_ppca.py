@@ -334,3 +334,22 @@ def test_batched_triangular_inverse(k):
     got = np.asarray(_ppca_kernels._tri_inv(jax.numpy.asarray(chol, _ppca_data._dtype())))
     assert_allclose(got, np.linalg.inv(chol), dtype=_ppca_data._dtype(), scale=0.1)
     assert np.all(np.triu(got, 1) == 0)
+
+
+def test_log_prob_is_the_gaussian_marginal_of_the_observed_entries():
+    """ppca.log_prob against scipy's multivariate normal of each star's observed entries (missing marginalised)."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(60, 3)) @ rng.normal(size=(3, 8)) + 0.3 * rng.normal(size=(60, 8)) + 2.0
+    x[rng.uniform(size=x.shape) < 0.15] = np.nan
+    x[5] = np.nan  # nothing observed
+    model = ppca.fit(x, key=jax.random.key(0), config=ppca.Config(n_components=2, max_iter=30), progress=False).model
+    got = ppca.log_prob(model, x)
+    w, mu, s2 = (np.asarray(a, np.float64) for a in (model.loadings, model.mean, model.noise_variance))
+    cov = w @ w.T + s2 * np.eye(8)
+    for n in (0, 1, 7, 30):
+        o = np.isfinite(x[n])
+        want = multivariate_normal(mu[o], cov[np.ix_(o, o)]).logpdf(x[n, o])
+        np.testing.assert_allclose(got[n], want, rtol=1e-7)
+    assert np.isnan(got[5]) and np.sum(np.isnan(got)) == 1

@@ -16,10 +16,14 @@ paper's flow of ``x``; ``kind="structured"`` flows ``y`` first and conditions
 every spectral coupling on ``y``, so ``p(S, y) = p(y) p(S | y)`` exactly.
 
 Public API: :class:`Config`, :class:`Model`, :func:`fit` (maximum likelihood
-through the engine's train step and loop), :func:`log_prob`, :func:`sample`.
-The layers themselves (:mod:`._bijectors`, :mod:`._coupling`, :mod:`._flow`)
-are exported for building other flows.  In construction (issue 16): the
-conditional samplers, correlation graphs and outlier scores follow.
+through the engine's train step and loop), :func:`log_prob`, :func:`sample`,
+:func:`sample_spectra` (draws of :math:`p(S \\mid y)`: exact for structured
+flows, HMC in the base space for joint ones), :func:`conditional_correlation`
+and :func:`correlation_graph` (the paper's Fig. 2), :func:`reference` and
+:func:`outlier_scores` (NLL, typicality, likelihood ratio against a PPCA
+background; the paper's Fig. 3).  The layers themselves (:mod:`._bijectors`,
+:mod:`._coupling`, :mod:`._flow`) are exported for building other flows.
+Still to come (issue 16): the plots, the demo, the notebook and the benchmark.
 """
 
 from jaxspec.models.flows._bijectors import (
@@ -32,7 +36,9 @@ from jaxspec.models.flows._bijectors import (
     lu_init,
     lu_matrix,
 )
+from jaxspec.models.flows._conditional import MCMC, ConditionalDraws, sample_spectra, split_r_hat
 from jaxspec.models.flows._config import Config
+from jaxspec.models.flows._correlation import CorrelationGraph, conditional_correlation, correlation_graph
 from jaxspec.models.flows._coupling import CouplingParams, SplineSpec, coupling, coupling_graphdefs, init_coupling
 from jaxspec.models.flows._fit import fit
 from jaxspec.models.flows._flow import (
@@ -48,13 +54,17 @@ from jaxspec.models.flows._flow import (
 )
 from jaxspec.models.flows._flow import log_prob as flow_log_prob
 from jaxspec.models.flows._model import Model, log_density
+from jaxspec.models.flows._ood import OutlierScores, Reference, outlier_scores, reference
 from jaxspec.models.flows._predict import Draws, log_prob, sample
 
 __all__ = [
+    "MCMC",
     "ActNorm",
     "ActNormParams",
     "BlockParams",
+    "ConditionalDraws",
     "Config",
+    "CorrelationGraph",
     "CouplingParams",
     "Draws",
     "FlowSpec",
@@ -62,9 +72,13 @@ __all__ = [
     "LUMixing",
     "LUParams",
     "Model",
+    "OutlierScores",
+    "Reference",
     "SplineSpec",
     "actnorm_init",
     "base_log_prob",
+    "conditional_correlation",
+    "correlation_graph",
     "coupling",
     "coupling_graphdefs",
     "fit",
@@ -78,7 +92,11 @@ __all__ = [
     "lu_init",
     "lu_matrix",
     "n_parameters",
+    "outlier_scores",
     "parameter_shapes",
+    "reference",
     "sample",
+    "sample_spectra",
+    "split_r_hat",
     "to_base",
 ]

@@ -62,7 +62,8 @@ inverse-variance weights.
 """
 
 from jaxspec.models._common import FitResult
+from jaxspec.models.ppca._density import log_prob
 from jaxspec.models.ppca._fit import encode, fit
 from jaxspec.models.ppca._model import Config, Model, decode
 
-__all__ = ["Config", "FitResult", "Model", "decode", "encode", "fit"]
+__all__ = ["Config", "FitResult", "Model", "decode", "encode", "fit", "log_prob"]
