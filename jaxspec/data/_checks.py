@@ -289,3 +289,14 @@ def check_choice(value: Any, name: str, choices: tuple) -> Any:
     if not isinstance(value, str | type(None) | bool) or value not in choices:
         raise ValueError(f"{name}: expected one of {choices}, found {value!r}")
     return value
+
+
+def check_widths(value: Any, name: str) -> tuple[int, ...]:
+    """A non-empty tuple (or list) of ints >= 1, e.g. a network's hidden widths, as a tuple of int."""
+    if not isinstance(value, tuple | list):
+        raise TypeError(f"{name}: expected a tuple of positive ints, found {type(value).__name__} {value!r}")
+    if len(value) == 0:
+        raise ValueError(f"{name}: expected at least one hidden layer, found ()")
+    for i, width in enumerate(value):
+        check_int(width, f"{name}[{i}]", minimum=1)
+    return tuple(int(w) for w in value)

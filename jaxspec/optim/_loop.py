@@ -86,6 +86,14 @@ def _take(tree, idx):
     return jax.tree_util.tree_map(one, tree)
 
 
+def validation_split(n: int, frac: float, key) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted rows ``(train, validation)`` of ``n``: a random ``frac`` held out (at least 1 when ``frac > 0``,
+    at most ``n - 1``), drawn by ``jax.random.permutation(key, n)``."""
+    n_val = min(max(round(frac * n), 1 if frac > 0 else 0), n - 1)
+    order = np.asarray(jax.random.permutation(key, n))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
 def make_validation(loss_fn: Callable, data, *, batch_size: int, has_aux=False, key=None) -> Callable:
     """A ``validation(params) -> scalar`` for :func:`train_loop`: the mean of ``loss_fn`` over ``data``.
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxspec.optim._loop import Checkpoint, TrainResult, make_validation, train_loop
+from jaxspec.optim._loop import Checkpoint, TrainResult, make_validation, train_loop, validation_split
 from jaxspec.optim.sharding import batch_sharding, replicate, replicated
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "make_train_step",
     "make_validation",
     "train_loop",
+    "validation_split",
 ]
 
 

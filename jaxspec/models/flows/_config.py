@@ -5,23 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 from jaxspec import io
-from jaxspec.data._checks import check_choice, check_float, check_int
+from jaxspec.data._checks import check_choice, check_float, check_int, check_widths
 
 __all__ = ["KINDS", "Config"]
 
 #: ``"joint"``: the paper's flow of ``x = (S, y)``, every dimension mixed; ``"structured"``: a flow of
 #: ``y`` and a flow of ``S`` whose couplings are conditioned on ``y``, ``p(S, y) = p(y) p(S | y)``.
 KINDS = ("joint", "structured")
-
-
-def _check_widths(value, name: str) -> tuple:
-    if not isinstance(value, tuple | list):
-        raise TypeError(f"{name}: expected a tuple of positive ints, found {type(value).__name__} {value!r}")
-    if len(value) == 0:
-        raise ValueError(f"{name}: expected at least one hidden layer, found ()")
-    for i, width in enumerate(value):
-        check_int(width, f"{name}[{i}]", minimum=1)
-    return tuple(int(w) for w in value)
 
 
 @io.register("flows.Config", arrays={})
@@ -98,7 +88,7 @@ class Config:
     def __post_init__(self):
         check_choice(self.kind, "config.kind", KINDS)
         check_int(self.blocks, "config.blocks", minimum=1)
-        object.__setattr__(self, "hidden", _check_widths(self.hidden, "config.hidden"))
+        object.__setattr__(self, "hidden", check_widths(self.hidden, "config.hidden"))
         check_int(self.bins, "config.bins", minimum=1)
         check_float(self.bound, "config.bound", low=0.0, open_low=True)
         if self.channels is not None:

@@ -51,7 +51,7 @@ from jaxspec.models._common import (
 from jaxspec.models.flows._config import Config
 from jaxspec.models.flows._flow import init_actnorm, init_blocks
 from jaxspec.models.flows._model import Model, flow_specs, log_density_standard
-from jaxspec.optim.train import Checkpoint, make_train_step, make_validation, train_loop
+from jaxspec.optim.train import Checkpoint, make_train_step, make_validation, train_loop, validation_split
 from jaxspec.typing import Key
 
 __all__ = ["batch_loss", "data_vectors", "fit", "make_optimizer", "with_params"]
@@ -155,12 +155,6 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(float(config.weight_decay)), optax.adam(float(config.learning_rate)))
 
 
-def _split(n: int, frac: float, key) -> tuple[np.ndarray, np.ndarray]:
-    n_val = min(max(round(frac * n), 1 if frac > 0 else 0), n - 1)
-    order = np.asarray(jax.random.permutation(key, n))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
 def _initial(key, config: Config, u: np.ndarray, names: tuple, wavelength, center, spread) -> Model:
     """The untrained model: rotations and identity couplings, ActNorm set from the batch ``u`` (masked = 0)."""
     n_pix = u.shape[1] - len(names)
@@ -246,7 +240,7 @@ def fit(
     used = np.flatnonzero(measured[:, :n_pix].any(axis=1))
     if used.size < 2:
         raise ValueError(f"spectra: expected at least 2 stars with a measured pixel, found {used.size}")
-    train_rows, val_rows = _split(used.size, config.validation_frac, jax.random.fold_in(key, 0))
+    train_rows, val_rows = validation_split(used.size, config.validation_frac, jax.random.fold_in(key, 0))
     train_rows, val_rows = used[train_rows], used[val_rows]
     center, spread = _statistics(x[train_rows], measured[train_rows])
     dtype = default_float()

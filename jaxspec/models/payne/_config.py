@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from jaxspec import io
-from jaxspec.data._checks import check_choice, check_float, check_int
+from jaxspec.data._checks import check_choice, check_float, check_int, check_widths
 
 __all__ = ["LOSSES", "OPTIMIZERS", "Config"]
 
@@ -69,14 +69,7 @@ class Config:
     validation_frac: float = 0.1
 
     def __post_init__(self):
-        h = self.hidden
-        if not isinstance(h, tuple | list):
-            raise TypeError(f"config.hidden: expected a tuple of positive ints, found {type(h).__name__} {h!r}")
-        if len(h) == 0:
-            raise ValueError("config.hidden: expected at least one hidden layer, found ()")
-        for i, width in enumerate(h):
-            check_int(width, f"config.hidden[{i}]", minimum=1)
-        object.__setattr__(self, "hidden", tuple(int(w) for w in h))
+        object.__setattr__(self, "hidden", check_widths(self.hidden, "config.hidden"))
         check_choice(self.loss, "config.loss", LOSSES)
         check_choice(self.optimizer, "config.optimizer", OPTIMIZERS)
         check_float(self.learning_rate, "config.learning_rate", low=0.0, open_low=True)

@@ -41,7 +41,7 @@ from jaxspec.models._common import (
 )
 from jaxspec.models.payne._config import Config
 from jaxspec.models.payne._model import Layer, Model, one_star
-from jaxspec.optim.train import make_train_step, make_validation, train_loop
+from jaxspec.optim.train import make_train_step, make_validation, train_loop, validation_split
 from jaxspec.typing import Key
 
 __all__ = ["batch_loss", "fit", "init_params", "make_optimizer"]
@@ -134,13 +134,6 @@ def _training_set(spectra, labels) -> tuple:
     dtype = default_float()
     flux = np.where(mask[used], np.asarray(spectra.flux)[used], 0.0).astype(dtype)
     return values, flux, mask[used], used
-
-
-def _split(n: int, frac: float, key) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``(train, validation)`` of ``n``: a random ``frac`` (at least 1 when positive, at most n - 1)."""
-    n_val = min(max(round(frac * n), 1 if frac > 0 else 0), n - 1)
-    order = np.asarray(jax.random.permutation(key, n))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def _output_layer(layer: Layer, flux: np.ndarray, mask: np.ndarray) -> Layer:
@@ -249,7 +242,7 @@ def fit(
     values, flux, mask, used = _training_set(spectra, labels)
     x_min, x_max = values.min(axis=0), values.max(axis=0)
     s = ((values - x_min) / (x_max - x_min) - 0.5).astype(flux.dtype)
-    train, val = _split(used.size, float(config.validation_frac), jax.random.fold_in(key, 0))
+    train, val = validation_split(used.size, float(config.validation_frac), jax.random.fold_in(key, 0))
 
     sizes = (values.shape[1], *config.hidden, flux.shape[1])
     params = init_params(jax.random.fold_in(key, 1), sizes, flux.dtype)
