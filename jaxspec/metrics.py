@@ -22,6 +22,7 @@ __all__ = [
     "reduced_chi2",
     "robust_sigma",
     "roc_auc",
+    "roc_curve",
 ]
 
 #: :math:`1/\Phi^{-1}(3/4)`: the median absolute deviation of a Gaussian times this is its sigma.
@@ -250,6 +251,30 @@ def roc_auc(score, positive) -> float:
     first = np.cumsum(counts) - counts  # rank (0-based) of the first element of each tied group
     ranks = (first + (counts + 1) / 2.0)[inverse]  # 1-based average ranks
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_curve(score, positive) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates ``(fpr, tpr)`` of every threshold on ``score``, from (0, 0) to (1, 1).
+
+    A star is called positive when its score is at least the threshold; tied
+    scores move together (a diagonal step), so the trapezoidal area under the
+    curve equals :func:`roc_auc`.  Same inputs as :func:`roc_auc`.
+
+    Examples
+    --------
+    >>> fpr, tpr = roc_curve(np.array([0.1, 0.4, 0.35, 0.8]), np.array([False, False, True, True]))
+    >>> fpr.tolist(), tpr.tolist()
+    ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
+    """
+    roc_auc(score, positive)  # the checks
+    s = np.asarray(score, np.float64)
+    y = np.asarray(positive)
+    values, inverse = np.unique(-s, return_inverse=True)  # thresholds from the highest score down
+    tp = np.bincount(inverse, weights=y, minlength=values.size)
+    fp = np.bincount(inverse, weights=~y, minlength=values.size)
+    tpr = np.r_[0.0, np.cumsum(tp)] / y.sum()
+    fpr = np.r_[0.0, np.cumsum(fp)] / (~y).sum()
+    return fpr, tpr
 
 
 def __getattr__(name: str):

@@ -214,6 +214,7 @@ out['loss_one'], out['loss_two'] = one.history['loss'], two.history['loss']
         ({"validation_frac": 1.0}, "config.validation_frac"),
         ({"patience": 2, "validation_frac": 0.0}, "config.patience"),
         ({"epochs": 2.5}, "config.epochs"),
+        ({"init": "pca"}, "config.init"),
     ],
 )
 def test_bad_config(changes, message):

@@ -51,3 +51,20 @@ def test_conditional_correlation_of_a_gaussian_flow():
     graph = flows.correlation_graph(corr)
     assert [c.tolist() for c in graph.components] == [[0, 1, 2]]
     assert np.all(np.abs(corr[3, :3]) < 0.2)
+
+
+def test_component_purity_counts_the_majority_tag_and_empty_tags_against_it():
+    corr = np.eye(9)
+    for block in ([0, 1, 2, 3], [5, 6, 7]):
+        corr[np.ix_(block, block)] = 0.95
+    np.fill_diagonal(corr, 1.0)
+    graph = flows.correlation_graph(corr)
+    tags = np.array(["CN", "CN", "", "CO", "Fe I", "", "", "Mg I", "CN"])
+    got = flows.component_purity(graph, tags)
+    assert got.majority == ["CN", "Mg I"]
+    np.testing.assert_allclose(got.purity, [0.5, 1 / 3])
+    np.testing.assert_array_equal(got.size, [4, 3])
+    with pytest.raises(ValueError, match="tags"):
+        flows.component_purity(graph, tags[:5])
+    with pytest.raises(TypeError, match="graph"):
+        flows.component_purity(corr, tags)

@@ -138,6 +138,7 @@ def test_flow_at_initialisation_is_a_rotation_so_log_prob_is_the_standard_normal
     np.testing.assert_allclose(got, want, atol=10 * _tol(), rtol=10 * _tol())
 
 
+@pytest.mark.slow  # float32 only: the bijectors are checked in both precisions above
 def test_flow_inverts_its_log_det_is_the_jacobians_and_log_prob_is_distraxs():
     """Block-diagonal mixing here; the full (c = D) mixing is the LU test's ``channels=6``."""
     import distrax
@@ -166,6 +167,7 @@ def test_flow_inverts_its_log_det_is_the_jacobians_and_log_prob_is_distraxs():
     np.testing.assert_allclose(got, want, atol=100 * _tol(), rtol=100 * _tol())
 
 
+@pytest.mark.slow
 def test_two_dimensional_flow_density_integrates_to_one():
     spec = flows.FlowSpec(dim=2, blocks=2, hidden=(8, 8, 8), bins=4)
     params, fixed = _flow(spec, scale=0.15, key=7)
@@ -212,3 +214,60 @@ def test_data_dependent_actnorm_centres_the_base_and_keeps_its_total_variance():
     assert np.all(np.asarray(params.actnorm.log_scale) != 0.0)
     with pytest.raises(ValueError, match="x"):
         flows.init_actnorm(params, fixed, spec, x[:, :5])
+
+
+def test_lu_factors_rebuild_the_matrix_and_refuse_a_singular_one():
+    w = np.random.default_rng(3).standard_normal((6, 6)) + 2 * np.eye(6)
+    params, fixed = flows.lu_factors(w, _dtype())
+    np.testing.assert_allclose(flows.lu_matrix(params, fixed), w, atol=10 * _tol(), rtol=10 * _tol())
+    assert float(jnp.sum(params.log_scale)) == pytest.approx(np.linalg.slogdet(w)[1], abs=10 * _tol())
+    with pytest.raises(ValueError, match="singular"):
+        flows.lu_factors(np.ones((3, 3)))
+    with pytest.raises(ValueError, match="square"):
+        flows.lu_factors(np.ones((3, 2)))
+
+
+def test_shrinkage_is_chosen_by_held_out_likelihood():
+    """Many rows of a correlated Gaussian: no shrinkage; isotropic data: full shrinkage; fewer rows than
+    dimensions: some shrinkage and a positive definite estimate."""
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((8, 8))
+    cov = a @ a.T + 0.05 * np.eye(8)
+    x = rng.multivariate_normal(np.zeros(8), cov, size=4000)
+    got, rho = flows.shrunk_covariance(x)
+    assert rho <= 1e-2
+    np.testing.assert_allclose(got, np.cov(x, rowvar=False, bias=True), atol=1e-2 * np.abs(cov).max())
+    assert flows.shrunk_covariance(rng.standard_normal((4000, 8)))[1] == 1.0
+    few = rng.multivariate_normal(np.zeros(40), np.eye(40) + 0.5, size=30)
+    got, rho = flows.shrunk_covariance(few)
+    assert 0 < rho < 1 and np.linalg.eigvalsh(got).min() > 0
+
+
+@pytest.mark.parametrize("channels", [None, 2])
+def test_whitening_init_makes_the_untrained_flow_the_datas_gaussian(channels):
+    """With the first mixing set to the whitening of the data, the untrained flow maps the data to covariance I
+    and its mean log density is the Gaussian maximum likelihood, -p/2 (1 + log 2 pi) - log det(S) / 2; the
+    rotation start leaves the correlations in."""
+    spec = flows.FlowSpec(dim=6, blocks=2, hidden=(8, 8, 8), bins=4, channels=channels)
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((3000, 6)) @ rng.standard_normal((6, 6)) + 5.0, _dtype())
+    params, fixed = flows.init_blocks(jax.random.key(0), spec, _dtype())
+    params = flows.init_actnorm(params, fixed, spec, x)
+    rotated = flows.to_base(params, fixed, spec, x)[0]
+    assert np.abs(np.cov(rotated, rowvar=False) - np.eye(6)).max() > 0.1
+    params, fixed = flows.init_whitening(params, fixed, spec, x)
+    params = flows.init_actnorm(params, fixed, spec, x)
+    z = np.asarray(flows.to_base(params, fixed, spec, x)[0], np.float64)
+    if channels is None:
+        np.testing.assert_allclose(np.cov(z, rowvar=False, bias=True), np.eye(6), atol=1e-3)
+        s = np.cov(np.asarray(x, np.float64), rowvar=False, bias=True)
+        want = -0.5 * 6 * (1 + np.log(2 * np.pi)) - 0.5 * np.linalg.slogdet(s)[1]
+        got = float(jnp.mean(flows.flow_log_prob(params, fixed, spec, x)))
+        assert got == pytest.approx(want, abs=1e-3)
+    else:  # one 2 x 2 matrix for three groups: W C W^T = I for the (shrunk) covariance C of the pooled groups
+        first = ((np.asarray(x) - params.actnorm.loc[0]) * np.exp(-params.actnorm.log_scale[0])).reshape(-1, 2)
+        w = np.asarray(flows.lu_matrix(*jax.tree.map(lambda a: a[0], (params.mixing, fixed))), np.float64)
+        c = flows.shrunk_covariance(first)[0]
+        np.testing.assert_allclose(w @ c @ w.T, np.eye(2), atol=100 * _tol())
+    with pytest.raises(ValueError, match="x"):
+        flows.init_whitening(params, fixed, spec, x[:1])

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxspec.metrics import roc_auc
+from jaxspec.metrics import roc_auc, roc_curve
 from jaxspec.models import scatter_vae as sv
 from jaxspec.models.scatter_vae import latent_coverage, residual_stats
 
@@ -103,3 +103,16 @@ def test_roc_auc_against_pairwise_count():
         roc_auc(np.arange(3.0), np.zeros(3, bool))
     with pytest.raises(ValueError, match="positive"):
         roc_auc(np.arange(3.0), np.array([0, 1, 0]))
+
+
+def test_roc_curve_counts_each_threshold_and_its_area_is_the_auc():
+    score = RNG.normal(size=300).round(1)
+    pos = RNG.uniform(size=300) < 0.3
+    fpr, tpr = roc_curve(score, pos)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(roc_auc(score, pos), abs=1e-12)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    t = np.median(score)  # one point of the curve, counted by hand
+    k = np.flatnonzero(np.isclose(fpr, np.mean(score[~pos] >= t)) & np.isclose(tpr, np.mean(score[pos] >= t)))
+    assert k.size == 1
+    with pytest.raises(ValueError, match="both classes"):
+        roc_curve(np.arange(3.0), np.ones(3, bool))

@@ -62,7 +62,15 @@ import numpy as np
 
 from jaxspec.data._grids import CHIP_RANGES
 from jaxspec.data._linelist import LineList, line_list
-from jaxspec.data._mock_mendis import MENDIS_CLASSES, MENDIS_LABELS, MockMendis, mendis, mendis_grid
+from jaxspec.data._mock_mendis import (
+    MENDIS_CLASSES,
+    MENDIS_LABELS,
+    MockMendis,
+    PixelSpecies,
+    mendis,
+    mendis_grid,
+    mendis_species,
+)
 from jaxspec.data._mock_population import (
     LABEL_ERRORS,
     LABEL_NAMES,
@@ -93,11 +101,13 @@ __all__ = [
     "MockSurvey",
     "MockXP",
     "Noise",
+    "PixelSpecies",
     "domains",
     "gaia_xp",
     "line_list",
     "mendis",
     "mendis_grid",
+    "mendis_species",
     "open_clusters",
     "spectrum",
     "survey",

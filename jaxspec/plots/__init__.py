@@ -1,4 +1,4 @@
-"""Figures users expect (needs the ``plot`` extra: ``pip install "jaxspec-stellar[plot]"``).
+r"""Figures users expect (needs the ``plot`` extra: ``pip install "jaxspec-stellar[plot]"``).
 
 Every function draws on a given matplotlib ``Axes`` (or makes a figure) and
 returns the ``Figure``; none of them calls ``plt.show``.  One module per
@@ -9,7 +9,9 @@ derivative spectra and the cross-validation grid), :mod:`jaxspec.plots.rsca`
 (normalised residuals against labels, latent projections), and
 :mod:`jaxspec.plots.spectra` (spectra of any origin).  All are re-exported here,
 except :mod:`jaxspec.plots.payne` (a label fit with its residuals, label
-recovery), used as a module: ``from jaxspec.plots import payne``.
+recovery) and :mod:`jaxspec.plots.flows` (training history, the correlation
+matrices of :math:`p(S \mid y)`, ROC curves and histograms of the outlier
+scores), used as modules: ``from jaxspec.plots import flows``.
 """
 
 from __future__ import annotations

@@ -33,5 +33,9 @@ DEMOS: dict[str, tuple[str, str]] = {
         "jaxspec.cli.demos.payne:demo_payne",
         "train a Payne emulator on a mock grid, fit labels and RVs of mock stars with it",
     ),
+    "flows": (
+        "jaxspec.cli.demos.flows:demo_flows",
+        "a Mendis flow on mock spectra: held-out likelihood, outlier ROC AUCs against PPCA, correlation graph",
+    ),
 }
 FLAGSHIP = "lux"

@@ -21,9 +21,9 @@ through the engine's train step and loop), :func:`log_prob`, :func:`sample`,
 flows, HMC in the base space for joint ones), :func:`conditional_correlation`
 and :func:`correlation_graph` (the paper's Fig. 2), :func:`reference` and
 :func:`outlier_scores` (NLL, typicality, likelihood ratio against a PPCA
-background; the paper's Fig. 3).  The layers themselves (:mod:`._bijectors`,
-:mod:`._coupling`, :mod:`._flow`) are exported for building other flows.
-Still to come (issue 16): the plots, the demo, the notebook and the benchmark.
+background; the paper's Fig. 3) and :func:`component_purity`.  The layers
+themselves (:mod:`._bijectors`, :mod:`._coupling`, :mod:`._flow`) are
+exported for building other flows.  Figures: :mod:`jaxspec.plots.flows`.
 """
 
 from jaxspec.models.flows._bijectors import (
@@ -33,12 +33,19 @@ from jaxspec.models.flows._bijectors import (
     LUMixing,
     LUParams,
     actnorm_init,
+    lu_factors,
     lu_init,
     lu_matrix,
 )
 from jaxspec.models.flows._conditional import MCMC, ConditionalDraws, sample_spectra, split_r_hat
 from jaxspec.models.flows._config import Config
-from jaxspec.models.flows._correlation import CorrelationGraph, conditional_correlation, correlation_graph
+from jaxspec.models.flows._correlation import (
+    CorrelationGraph,
+    Purity,
+    component_purity,
+    conditional_correlation,
+    correlation_graph,
+)
 from jaxspec.models.flows._coupling import CouplingParams, SplineSpec, coupling, coupling_graphdefs, init_coupling
 from jaxspec.models.flows._fit import fit
 from jaxspec.models.flows._flow import (
@@ -48,8 +55,10 @@ from jaxspec.models.flows._flow import (
     from_base,
     init_actnorm,
     init_blocks,
+    init_whitening,
     n_parameters,
     parameter_shapes,
+    shrunk_covariance,
     to_base,
 )
 from jaxspec.models.flows._flow import log_prob as flow_log_prob
@@ -73,10 +82,12 @@ __all__ = [
     "LUParams",
     "Model",
     "OutlierScores",
+    "Purity",
     "Reference",
     "SplineSpec",
     "actnorm_init",
     "base_log_prob",
+    "component_purity",
     "conditional_correlation",
     "correlation_graph",
     "coupling",
@@ -87,8 +98,10 @@ __all__ = [
     "init_actnorm",
     "init_blocks",
     "init_coupling",
+    "init_whitening",
     "log_density",
     "log_prob",
+    "lu_factors",
     "lu_init",
     "lu_matrix",
     "n_parameters",
@@ -97,6 +110,7 @@ __all__ = [
     "reference",
     "sample",
     "sample_spectra",
+    "shrunk_covariance",
     "split_r_hat",
     "to_base",
 ]

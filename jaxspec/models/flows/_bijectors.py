@@ -40,10 +40,21 @@ import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 
 from jaxspec import io
 
-__all__ = ["ActNorm", "ActNormParams", "LUFixed", "LUMixing", "LUParams", "actnorm_init", "lu_init", "lu_matrix"]
+__all__ = [
+    "ActNorm",
+    "ActNormParams",
+    "LUFixed",
+    "LUMixing",
+    "LUParams",
+    "actnorm_init",
+    "lu_factors",
+    "lu_init",
+    "lu_matrix",
+]
 
 
 @io.register("flows.ActNormParams", arrays={"loc": io.Array((1, 2)), "log_scale": io.Array((1, 2))})
@@ -94,14 +105,28 @@ def actnorm_init(x: jax.Array, eps: float = 1e-6) -> ActNormParams:
 def lu_init(key: jax.Array, channels: int, dtype=jnp.float32) -> tuple[LUParams, LUFixed]:
     """LU factors of a random rotation (GLOW's initialisation): ``W`` orthogonal, ``log|det W| = 0``.
 
-    The QR of a Gaussian matrix gives ``W``; an LU with partial pivoting
-    (numpy, float64) gives ``P``, ``L`` and ``U``.
+    The QR of a Gaussian matrix gives ``W``; :func:`lu_factors` its ``P``, ``L`` and ``U``.
     """
     if isinstance(channels, bool) or not isinstance(channels, int | np.integer) or channels < 1:
         raise ValueError(f"channels: expected an int >= 1, found {channels!r}")
     w = np.linalg.qr(np.asarray(jax.random.normal(key, (channels, channels)), np.float64))[0]
+    return lu_factors(w, dtype)
+
+
+def lu_factors(w, dtype=jnp.float32) -> tuple[LUParams, LUFixed]:
+    """The :class:`LUMixing` parameters of an invertible ``c x c`` matrix ``w``: ``lu_matrix(*lu_factors(w)) = w``.
+
+    An LU with partial pivoting (LAPACK through scipy, float64) gives ``P``,
+    ``L`` and ``U``; the signs of ``U``'s diagonal are fixed, its
+    log-magnitudes become ``log_scale``.
+    """
+    w = np.asarray(w, np.float64)
+    if w.ndim != 2 or w.shape[0] != w.shape[1] or not np.all(np.isfinite(w)):
+        raise ValueError(f"w: expected a finite square matrix, found shape {w.shape}")
     perm, lower, upper = _lu(w)
     d = np.diagonal(upper)
+    if np.any(d == 0):
+        raise ValueError("w: expected an invertible matrix, found a singular one")
     params = LUParams(
         jnp.asarray(np.tril(lower, -1), dtype),
         jnp.asarray(np.triu(upper, 1), dtype),
@@ -112,20 +137,8 @@ def lu_init(key: jax.Array, channels: int, dtype=jnp.float32) -> tuple[LUParams,
 
 def _lu(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``perm, L, U`` with ``w[perm] = L U`` (rows of ``w`` reordered; partial pivoting, float64)."""
-    a = np.array(w, np.float64)
-    n = a.shape[0]
-    perm = np.arange(n)
-    lower = np.eye(n)
-    for k in range(n - 1):
-        p = k + int(np.argmax(np.abs(a[k:, k])))
-        if p != k:
-            a[[k, p]] = a[[p, k]]
-            perm[[k, p]] = perm[[p, k]]
-            lower[[k, p], :k] = lower[[p, k], :k]
-        factors = a[k + 1 :, k] / a[k, k]
-        lower[k + 1 :, k] = factors
-        a[k + 1 :] -= factors[:, None] * a[k]
-    return perm, lower, np.triu(a)
+    rows, lower, upper = scipy.linalg.lu(np.asarray(w, np.float64), p_indices=True)  # w = lower[rows] @ upper
+    return np.argsort(rows), lower, upper
 
 
 def _factors(params: LUParams, fixed: LUFixed) -> tuple[jax.Array, jax.Array]:

@@ -7,11 +7,13 @@ import dataclasses
 from jaxspec import io
 from jaxspec.data._checks import check_choice, check_float, check_int, check_widths
 
-__all__ = ["KINDS", "Config"]
+__all__ = ["INITS", "KINDS", "Config"]
 
 #: ``"joint"``: the paper's flow of ``x = (S, y)``, every dimension mixed; ``"structured"``: a flow of
 #: ``y`` and a flow of ``S`` whose couplings are conditioned on ``y``, ``p(S, y) = p(y) p(S | y)``.
 KINDS = ("joint", "structured")
+#: How the first 1x1 mixing of each flow starts: ``"whiten"`` (the data's ZCA whitening) or ``"rotation"``.
+INITS = ("whiten", "rotation")
 
 
 @io.register("flows.Config", arrays={})
@@ -50,6 +52,16 @@ class Config:
         and must divide ``D`` (joint) or the number of pixels (structured).
     label_blocks : int
         Blocks of the label flow (structured only).
+    init : {"whiten", "rotation"}
+        How the first 1x1 mixing of each flow starts.  ``"rotation"`` (the
+        paper's, GLOW's): a random rotation, so the untrained flow is a
+        standard normal in standardised units.  ``"whiten"`` (the default,
+        beyond the paper): the shrunk ZCA whitening of the training set
+        (:func:`~jaxspec.models.flows._flow.init_whitening`, shrunk by held-out likelihood), so the untrained
+        flow is already the data's Gaussian and training refines it.  On
+        20,000 ``mock.mendis`` stars (2407 dimensions) that Gaussian has a
+        held-out standardised NLL of 2844 nats per star against the standard
+        normal's 3406.
     learning_rate : float
         Adam's step size.  With full LU mixing every step moves every entry
         of the ``D x D`` factors: on 3300 ``mock.mendis`` stars (2406
@@ -78,6 +90,7 @@ class Config:
     bound: float = 3.0
     channels: int | None = None
     label_blocks: int = 4
+    init: str = "whiten"
     learning_rate: float = 1e-5
     weight_decay: float = 1e-6
     batch_size: int = 200
@@ -94,6 +107,7 @@ class Config:
         if self.channels is not None:
             check_int(self.channels, "config.channels", minimum=1)
         check_int(self.label_blocks, "config.label_blocks", minimum=1)
+        check_choice(self.init, "config.init", INITS)
         check_float(self.learning_rate, "config.learning_rate", low=0.0, open_low=True)
         check_float(self.weight_decay, "config.weight_decay", low=0.0)
         check_int(self.batch_size, "config.batch_size", minimum=1)
@@ -115,5 +129,6 @@ class Config:
             "learning_rate": 5e-6,
             "weight_decay": 1e-6,
             "batch_size": 200,
+            "init": "rotation",
         }
         return cls(**{**paper, **changes})

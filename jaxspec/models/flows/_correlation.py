@@ -19,7 +19,7 @@ from jaxspec.data._checks import check_float, check_int
 from jaxspec.models.flows._conditional import MCMC, sample_spectra
 from jaxspec.typing import Key
 
-__all__ = ["CorrelationGraph", "conditional_correlation", "correlation_graph"]
+__all__ = ["CorrelationGraph", "Purity", "component_purity", "conditional_correlation", "correlation_graph"]
 
 
 class CorrelationGraph(NamedTuple):
@@ -101,3 +101,39 @@ def correlation_graph(corr, *, threshold: float = 0.8, min_size: int = 3) -> Cor
     rest = np.flatnonzero(labels < 0)
     order = np.concatenate([*components, rest]).astype(int) if components else rest
     return CorrelationGraph(components, order, corr[order][:, order], labels)
+
+
+class Purity(NamedTuple):
+    """What :func:`component_purity` finds, one entry per component of the graph.
+
+    ``majority``: the most common tag among the component's pixels (ties:
+    the first in sorted order); ``purity``: the fraction of its pixels with
+    that tag; ``size``: its number of pixels.
+    """
+
+    majority: list
+    purity: np.ndarray
+    size: np.ndarray
+
+
+def component_purity(graph: CorrelationGraph, tags) -> Purity:
+    """How far each component of ``graph`` is one kind of pixel, by a tag per pixel.
+
+    ``tags (L,)``: e.g. the species of each pixel
+    (:func:`jaxspec.data.mock.mendis_species`); an empty tag (a pixel of no
+    species) counts against purity, it is never a majority.
+    """
+    if not isinstance(graph, CorrelationGraph):
+        raise TypeError(f"graph: expected a CorrelationGraph, found {type(graph).__name__}")
+    tags = np.asarray(tags)
+    if tags.shape != graph.labels.shape:
+        raise ValueError(f"tags: expected one tag per pixel, shape {graph.labels.shape}, found {tags.shape}")
+    majority, purity, size = [], [], []
+    for pixels in graph.components:
+        found, counts = np.unique(tags[pixels], return_counts=True)
+        counts = np.where(found.astype(str) == "", 0, counts)
+        best = int(np.argmax(counts))
+        majority.append(found[best].item() if counts[best] else "")
+        purity.append(counts[best] / len(pixels))
+        size.append(len(pixels))
+    return Purity(majority, np.asarray(purity, np.float64), np.asarray(size, int))

@@ -49,7 +49,7 @@ from jaxspec.models._common import (
     on_device,
 )
 from jaxspec.models.flows._config import Config
-from jaxspec.models.flows._flow import init_actnorm, init_blocks
+from jaxspec.models.flows._flow import init_actnorm, init_blocks, init_whitening
 from jaxspec.models.flows._model import Model, flow_specs, log_density_standard
 from jaxspec.optim.train import Checkpoint, make_train_step, make_validation, train_loop, validation_split
 from jaxspec.typing import Key
@@ -155,19 +155,35 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(float(config.weight_decay)), optax.adam(float(config.learning_rate)))
 
 
-def _initial(key, config: Config, u: np.ndarray, names: tuple, wavelength, center, spread) -> Model:
-    """The untrained model: rotations and identity couplings, ActNorm set from the batch ``u`` (masked = 0)."""
+def _initial(key, config: Config, u: np.ndarray, names: tuple, wavelength, center, spread, data=None) -> Model:
+    """The untrained model: mixings, identity couplings, ActNorms set from the batch ``u`` (masked = 0).
+
+    With ``config.init == "whiten"`` the first mixing of each flow whitens
+    ``data`` (the standardised training vectors, :func:`~jaxspec.models.flows._flow.init_whitening`);
+    otherwise every mixing is a random rotation.
+    """
     n_pix = u.shape[1] - len(names)
     main, labels = flow_specs(config, n_pix, len(names))
     dtype = u.dtype
+    whiten = config.init == "whiten" and data is not None
+
+    def start(spec, params, fixed, batch, rows, context=None):
+        params = init_actnorm(params, fixed, spec, batch, context)
+        if whiten:
+            params, fixed = init_whitening(params, fixed, spec, rows)
+            params = init_actnorm(params, fixed, spec, batch, context)
+        return params, fixed
+
     params, fixed = init_blocks(jax.random.fold_in(key, 0), main, dtype)
     if labels is None:
-        params = init_actnorm(params, fixed, main, u)
+        params, fixed = start(main, params, fixed, u, data)
         label_params = label_fixed = None
     else:
         label_params, label_fixed = init_blocks(jax.random.fold_in(key, 1), labels, dtype)
-        label_params = init_actnorm(label_params, label_fixed, labels, u[:, n_pix:])
-        params = init_actnorm(params, fixed, main, u[:, :n_pix], u[:, n_pix:])
+        label_rows = None if data is None else data[:, n_pix:]
+        label_params, label_fixed = start(labels, label_params, label_fixed, u[:, n_pix:], label_rows)
+        rows = None if data is None else data[:, :n_pix]
+        params, fixed = start(main, params, fixed, u[:, :n_pix], rows, u[:, n_pix:])
     as_numpy = lambda f: None if f is None else type(f)(*(np.asarray(a) for a in f))  # noqa: E731
     return Model(
         params,
@@ -252,7 +268,9 @@ def fit(
     if batch_size == 0:
         raise ValueError(f"spectra: {train_rows.size} training stars are fewer than the {size} devices of the mesh")
     first = np.asarray(jax.random.choice(jax.random.fold_in(key, 1), train_rows, (batch_size,), replace=False))
-    template = _initial(jax.random.fold_in(key, 2), config, u[first], names, spectra.wavelength, center, spread)
+    template = _initial(
+        jax.random.fold_in(key, 2), config, u[first], names, spectra.wavelength, center, spread, u[train_rows]
+    )
 
     step, loss_fn = _step(template, config, mesh)
     optimizer = make_optimizer(config)

@@ -25,7 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec import io
-from jaxspec.models.flows._bijectors import ActNorm, ActNormParams, LUFixed, LUMixing, LUParams, actnorm_init, lu_init
+from jaxspec.models.flows._bijectors import (
+    ActNorm,
+    ActNormParams,
+    LUFixed,
+    LUMixing,
+    LUParams,
+    actnorm_init,
+    lu_factors,
+    lu_init,
+)
 from jaxspec.models.flows._coupling import (
     CouplingParams,
     SplineSpec,
@@ -42,9 +51,11 @@ __all__ = [
     "from_base",
     "init_actnorm",
     "init_blocks",
+    "init_whitening",
     "log_prob",
     "n_parameters",
     "parameter_shapes",
+    "shrunk_covariance",
     "to_base",
 ]
 
@@ -132,6 +143,80 @@ def init_actnorm(params: BlockParams, fixed: LUFixed, spec: FlowSpec, x, context
         found.append(block.actnorm)
         x = forward(block, pick(fixed, k), x, context)
     return params._replace(actnorm=jax.tree.map(lambda *a: jnp.stack(a), *found))
+
+
+def init_whitening(params: BlockParams, fixed: LUFixed, spec: FlowSpec, x) -> tuple[BlockParams, LUFixed]:
+    r"""The first block's mixing set to the ZCA whitening of the data ``x (n, D)``; ``(params, fixed)``.
+
+    Beyond the paper (which starts every mixing at a random rotation): with
+    :math:`a` the output of the first ActNorm, in groups of ``c`` dimensions
+    (pooled over groups when ``channels`` is set), and :math:`\hat C = V
+    \Lambda V^T` the shrunk covariance of ``a``
+    (:func:`shrunk_covariance`), the first mixing becomes
+
+    .. math::
+
+        W = V \Lambda^{-1/2} V^T
+
+    in LU form (:func:`~jaxspec.models.flows._bijectors.lu_factors`).  With
+    identity couplings the untrained flow is then the Gaussian of covariance
+    :math:`\hat C` (in ActNorm's units) rather than a standard normal, so
+    training starts from the best linear model of the data instead of
+    learning a ``D x D`` covariance through Adam steps of size
+    ``learning_rate``.  ZCA (not PCA) keeps each output aligned with one input
+    dimension, so the couplings' split into halves keeps its meaning.  Call
+    :func:`init_actnorm` after it: later blocks' ActNorms must see the
+    whitened data.
+    """
+    spec = _check(spec)
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2 or x.shape[1] != spec.dim:
+        raise ValueError(f"x: expected a batch of shape (n, {spec.dim}), found shape {x.shape}")
+    if x.shape[0] < 2:
+        raise ValueError(f"x: expected at least 2 rows to estimate a covariance, found {x.shape[0]}")
+    loc, log_scale = (np.asarray(a[0], np.float64) for a in params.actnorm)
+    covariance, _ = shrunk_covariance(((x - loc) * np.exp(-log_scale)).reshape(-1, spec.mixed))
+    eigenvalues, vectors = np.linalg.eigh(covariance)
+    w = (vectors / np.sqrt(np.maximum(eigenvalues, 1e-12 * eigenvalues.max()))) @ vectors.T
+    mixing, first = lu_factors(w, params.mixing.lower.dtype)
+    put = lambda stacked, one: jax.tree.map(lambda s, o: s.at[0].set(o), stacked, one)  # noqa: E731
+    return params._replace(mixing=put(params.mixing, mixing)), put(fixed, first)
+
+
+def shrunk_covariance(a: np.ndarray, held_out: float = 0.2) -> tuple[np.ndarray, float]:
+    r"""The covariance of the rows of ``a (n, p)`` shrunk towards a multiple of ``I``, and its intensity :math:`\rho`.
+
+    :math:`\hat C = (1 - \rho) S + \rho \mu I` with :math:`S` the sample
+    covariance (about the mean, divided by ``n``) and :math:`\mu = \operatorname{tr} S / p`.
+    :math:`\rho` maximises the Gaussian likelihood of a held-out fraction
+    ``held_out`` of the rows (every ``1 / held_out``-th) under the covariance
+    of the others, over a grid of 25 values from :math:`10^{-6}` to 1: with
+    ``n`` close to ``p`` the smallest sample eigenvalues are far too small and
+    the unshrunk Gaussian overfits, with ``n >> p`` the chosen
+    :math:`\rho` tends to 0.  Then :math:`\hat C` is formed from all rows.
+    """
+    a = np.asarray(a, np.float64)
+    n, p = a.shape
+    test = np.zeros(n, bool)
+    test[:: max(round(1 / held_out), 2)] = True
+    grid = np.r_[0.0, np.logspace(-6, 0, 24)]
+    if test.sum() and (~test).sum() > 1:
+        fit, out = a[~test], a[test]
+        mean = fit.mean(axis=0)
+        eigenvalues, vectors = np.linalg.eigh(np.cov(fit, rowvar=False, bias=True))
+        eigenvalues = np.maximum(eigenvalues, 0.0)
+        mu = eigenvalues.mean()
+        z2 = np.square((out - mean) @ vectors)  # (n_out, p)
+        nll = []
+        for rho in grid:
+            lam = (1 - rho) * eigenvalues + rho * mu
+            ok = np.all(lam > 1e-12 * max(mu, 1e-300))
+            nll.append(np.mean(z2 @ (1 / lam)) + np.sum(np.log(lam)) if ok else np.inf)
+        rho = float(grid[int(np.argmin(nll))])
+    else:
+        rho = 1.0
+    s = np.cov(a, rowvar=False, bias=True).reshape(p, p)
+    return (1 - rho) * s + rho * np.trace(s) / p * np.eye(p), rho
 
 
 @functools.lru_cache(maxsize=16)
