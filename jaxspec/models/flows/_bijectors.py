@@ -195,7 +195,7 @@ class LUMixing(distrax.Bijector):
         lower, upper = _factors(self.params, self.fixed)
         # L (U x) then P: two matrix-vector products per event, never the O(c^3) product L U
         lu_x = jnp.einsum("ij,...j->...i", lower, jnp.einsum("ij,...j->...i", upper, g))
-        y = jnp.zeros_like(lu_x).at[..., self.fixed.perm].set(lu_x).reshape(x.shape)
+        y = lu_x[..., jnp.argsort(self.fixed.perm)].reshape(x.shape)  # y[perm] = lu_x, by a gather
         return y, jnp.broadcast_to(n_groups * jnp.sum(self.params.log_scale), x.shape[:-1])
 
     def inverse_and_log_det(self, y):

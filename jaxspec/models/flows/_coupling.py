@@ -36,7 +36,7 @@ from flax import nnx
 
 from jaxspec import io
 
-__all__ = ["CouplingParams", "SplineSpec", "coupling", "coupling_graphdefs", "init_coupling"]
+__all__ = ["CouplingParams", "Spline", "SplineSpec", "coupling", "coupling_graphdefs", "init_coupling"]
 
 #: LeakyReLU slope of the conditioners (the reference code's).
 NEGATIVE_SLOPE = 0.2
@@ -139,15 +139,55 @@ def initialiser(spec: SplineSpec, dtype: str):
     return jax.jit(init)
 
 
-def _spline(raw, spec: SplineSpec) -> distrax.RationalQuadraticSpline:
+class Spline(distrax.RationalQuadraticSpline):
+    """``distrax.RationalQuadraticSpline`` with a forward pass over whole arrays (same knots, same formula).
+
+    distrax evaluates the forward map one scalar at a time (``jnp.vectorize``
+    of a per-scalar function that masks every bin); here the bin of every
+    entry is found at once and its knots picked by a one-hot sum over the
+    ``K`` bins, which XLA fuses: the forward map and its gradient cost 40%
+    less at the default flow's size (``benchmarks/RESULTS.md``), equal to
+    distrax's to float32 rounding (``tests/test_flows_layers.py``).  The
+    parametrisation (bin widths and heights by softmax with a minimum size,
+    knot slopes by a shifted softplus), the linear tails and the inverse are
+    distrax's own.
+    """
+
+    def forward_and_log_det(self, x):
+        x_pos, y_pos, slopes = self.x_pos, self.y_pos, self.knot_slopes
+        below, above = x <= x_pos[..., 0], x >= x_pos[..., -1]
+        k = jnp.sum(x[..., None] >= x_pos[..., 1:-1], axis=-1)  # the bin of each entry, 0 .. K - 1
+        one_hot = (k[..., None] == jnp.arange(x_pos.shape[-1] - 1)).astype(x.dtype)
+
+        def ends(a):
+            return jnp.sum(one_hot * a[..., :-1], axis=-1), jnp.sum(one_hot * a[..., 1:], axis=-1)
+
+        (x0, x1), (y0, y1), (d0, d1) = ends(x_pos), ends(y_pos), ends(slopes)
+        height = y1 - y0
+        slope = height / (x1 - x0)
+        z = jnp.clip((x - x0) / (x1 - x0), 0.0, 1.0)
+        z1mz = z * (1.0 - z)
+        denominator = slope + (d0 + d1 - 2.0 * slope) * z1mz
+        y = y0 + height * (slope * z * z + d0 * z1mz) / denominator
+        log_det = (
+            2.0 * jnp.log(slope)
+            + jnp.log(d1 * z * z + 2.0 * slope * z1mz + d0 * (1.0 - z) ** 2)
+            - 2.0 * jnp.log(denominator)
+        )
+        y = jnp.where(below, (x - x_pos[..., 0]) * slopes[..., 0] + y_pos[..., 0], y)
+        y = jnp.where(above, (x - x_pos[..., -1]) * slopes[..., -1] + y_pos[..., -1], y)
+        log_det = jnp.where(below, jnp.log(slopes[..., 0]), log_det)
+        log_det = jnp.where(above, jnp.log(slopes[..., -1]), log_det)
+        return y, log_det
+
+
+def _spline(raw, spec: SplineSpec) -> Spline:
     """A spline per dimension from the conditioner's ``(..., n * (3K - 1))`` output (unit boundary slopes)."""
     k = spec.bins
     raw = raw.reshape(*raw.shape[:-1], -1, 3 * k - 1)
     edge = jnp.zeros((*raw.shape[:-1], 1), raw.dtype)  # overwritten: boundary_slopes="identity"
     params = jnp.concatenate([raw[..., : 2 * k], edge, raw[..., 2 * k :], edge], axis=-1)
-    return distrax.RationalQuadraticSpline(
-        params, range_min=-spec.bound, range_max=spec.bound, boundary_slopes="identity"
-    )
+    return Spline(params, range_min=-spec.bound, range_max=spec.bound, boundary_slopes="identity")
 
 
 def coupling(

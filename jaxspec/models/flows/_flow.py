@@ -10,8 +10,11 @@ Block ``k`` maps its input ``h`` to ``coupling(mixing(actnorm(h)))``; the flow
 
 Sampling runs the blocks backwards from ``z ~ N(0, I)``. The blocks' parameters
 are stacked on a leading axis of length ``B`` and the blocks run under
-``jax.lax.scan``: one block is traced and compiled whatever the depth (the
-paper-size flow at 2408 dimensions compiles as fast as a two-block one).
+``jax.lax.scan``: one block is traced whatever the depth.  The normalising
+direction (training, likelihoods) is unrolled in the compiled program, so
+that XLA fuses across blocks and keeps no stacked per-block gradient buffers
+(the default flow's train step is about 17% faster than a rolled scan; the
+compile time grows with the depth); the sampling direction stays rolled.
 """
 
 from __future__ import annotations
@@ -276,7 +279,7 @@ def to_base(params: BlockParams, fixed: LUFixed, spec: FlowSpec, x, context=None
         h, ld = _block(block[0], block[1], spec, graphdefs, context).forward_and_log_det(h)
         return h, ld
 
-    z, lds = jax.lax.scan(step, x, (params, fixed))
+    z, lds = jax.lax.scan(step, x, (params, fixed), unroll=True)
     return z, jnp.sum(lds, axis=0)
 
 
