@@ -99,6 +99,7 @@ def test_readme_code_runs_unchanged(shared_data, tmp_path, monkeypatch):
     assert namespace["mu_real"].shape == (2, 6)
     payne_fit = namespace["fit"]
     assert np.all(np.abs(payne_fit.rv - [1.5, -2.0]) < 0.2) and not payne_fit.flagged.any()
+    assert namespace["draws"].spectra.shape == (2, 100, 60) and np.all(np.isfinite(namespace["scores"].nll))
 
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for command in commands:

@@ -37,8 +37,8 @@ def demo_flows(*, out: Path, seed: int = 0, progress: bool = True, quick: bool =
     from jaxspec.data import mock
     from jaxspec.models import flows
 
-    n_train, n_ref, n_test, n_out, epochs = (1200, 300, 300, 150, 2) if quick else (4000, 600, 600, 300, 4)
-    n_draws = 1000 if quick else 3000
+    n_train, n_ref, n_test, n_out, epochs = (800, 200, 200, 100, 2) if quick else (4000, 600, 600, 300, 4)
+    n_draws = 600 if quick else 3000
     key = jax.random.key(seed)
     k_train, k_test, k_out, k_fit, k_ref, k_draw = jax.random.split(key, 6)
 
