@@ -1,8 +1,8 @@
 r"""``jaxspec demo flows``: a Mendis flow on mock spectra; likelihood, outlier scores, correlation graph.
 
 Reduced sizes so that it runs in under two minutes on two CPU cores: one
-window of the Mendis grid (the green chip's strongest stretch, 400 binned
-pixels, and the three labels), a few thousand training stars, and a
+window of the Mendis grid (the first 400 binned pixels of the green chip,
+and the three labels), a few thousand training stars, and a
 *structured* flow (beyond the paper: :math:`p(y)\,p(S \mid y)`, so the
 conditional draws behind the correlation graph are exact and need no MCMC).
 """

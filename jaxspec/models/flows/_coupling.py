@@ -145,8 +145,8 @@ class Spline(distrax.RationalQuadraticSpline):
     distrax evaluates the forward map one scalar at a time (``jnp.vectorize``
     of a per-scalar function that masks every bin); here the bin of every
     entry is found at once and its knots picked by a one-hot sum over the
-    ``K`` bins, which XLA fuses: the forward map and its gradient cost 40%
-    less at the default flow's size (``benchmarks/RESULTS.md``), equal to
+    ``K`` bins, which XLA fuses: the forward map and its gradient cost less
+    at the default flow's size (``benchmarks/RESULTS.md``), equal to
     distrax's to float32 rounding (``tests/test_flows_layers.py``).  The
     parametrisation (bin widths and heights by softmax with a minimum size,
     knot slopes by a shifted softplus), the linear tails and the inverse are

@@ -13,8 +13,8 @@ are stacked on a leading axis of length ``B`` and the blocks run under
 ``jax.lax.scan``: one block is traced whatever the depth.  The normalising
 direction (training, likelihoods) is unrolled in the compiled program, so
 that XLA fuses across blocks and keeps no stacked per-block gradient buffers
-(the default flow's train step is about 17% faster than a rolled scan; the
-compile time grows with the depth); the sampling direction stays rolled.
+(faster at the default size, ``benchmarks/RESULTS.md``; the compile time
+grows with the depth); the sampling direction stays rolled.
 """
 
 from __future__ import annotations
@@ -203,22 +203,25 @@ def shrunk_covariance(a: np.ndarray, held_out: float = 0.2) -> tuple[np.ndarray,
     test = np.zeros(n, bool)
     test[:: max(round(1 / held_out), 2)] = True
     grid = np.r_[0.0, np.logspace(-6, 0, 24)]
-    if test.sum() and (~test).sum() > 1:
-        fit, out = a[~test], a[test]
-        mean = fit.mean(axis=0)
-        eigenvalues, vectors = np.linalg.eigh(np.cov(fit, rowvar=False, bias=True))
-        eigenvalues = np.maximum(eigenvalues, 0.0)
-        mu = eigenvalues.mean()
-        z2 = np.square((out - mean) @ vectors)  # (n_out, p)
-        nll = []
-        for rho in grid:
-            lam = (1 - rho) * eigenvalues + rho * mu
-            ok = np.all(lam > 1e-12 * max(mu, 1e-300))
-            nll.append(np.mean(z2 @ (1 / lam)) + np.sum(np.log(lam)) if ok else np.inf)
-        rho = float(grid[int(np.argmin(nll))])
-    else:
-        rho = 1.0
-    s = np.cov(a, rowvar=False, bias=True).reshape(p, p)
+    if not (test.sum() and (~test).sum() > 1):
+        s = np.cov(a, rowvar=False, bias=True).reshape(p, p)
+        return np.trace(s) / p * np.eye(p), 1.0  # too few rows to hold any out: full shrinkage
+    fit, out = a[~test], a[test]
+    # one pass of second moments for both parts (the data are ActNorm's output: centred, unit scale)
+    moments = [(part.sum(axis=0), part.T @ part, part.shape[0]) for part in (fit, out)]
+    mean = moments[0][0] / moments[0][2]
+    eigenvalues, vectors = np.linalg.eigh(moments[0][1] / moments[0][2] - np.outer(mean, mean))
+    eigenvalues = np.maximum(eigenvalues, 0.0)
+    mu = eigenvalues.mean()
+    z2 = np.square((out - mean) @ vectors)  # (n_out, p)
+    nll = []
+    for rho in grid:
+        lam = (1 - rho) * eigenvalues + rho * mu
+        ok = np.all(lam > 1e-12 * max(mu, 1e-300))
+        nll.append(np.mean(z2 @ (1 / lam)) + np.sum(np.log(lam)) if ok else np.inf)
+    rho = float(grid[int(np.argmin(nll))])
+    total = (moments[0][0] + moments[1][0]) / n
+    s = (moments[0][1] + moments[1][1]) / n - np.outer(total, total)
     return (1 - rho) * s + rho * np.trace(s) / p * np.eye(p), rho
 
 
