@@ -114,6 +114,7 @@ MODULES: dict[str, str] = {
     "svae": "jaxspec.models.scatter_vae",
     "payne": "jaxspec.models.payne",
     "flows": "jaxspec.models.flows",
+    "cycle_starnet": "jaxspec.models.cycle_starnet",
 }
 
 #: Model family -> the stable name of its model class.
@@ -126,6 +127,7 @@ FAMILY_CLASSES: dict[str, str] = {
     "svae": "svae.Model",
     "payne": "payne.Model",
     "flows": "flows.Model",
+    "cycle_starnet": "cycle_starnet.Model",
 }
 
 #: Class names in files of format 1 (module paths of jaxspec 0.1) -> stable names.  Never remove an entry.

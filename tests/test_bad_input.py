@@ -30,6 +30,7 @@ import pytest
 from jaxspec import Labels, Spectra
 from jaxspec.data import mock
 from jaxspec.models import cannon, flows, lux, payne, ppca, rsca
+from jaxspec.models import cycle_starnet as cs
 from jaxspec.models import scatter_vae as svae
 from jaxspec.models._common import FitResult
 from jaxspec.models.lux import mlp
@@ -174,6 +175,21 @@ def _score(score):
     return np.nan_to_num(score, nan=0.0)[:, None], np.isnan(score)
 
 
+def _cs_data() -> Data:
+    from tests.test_cycle_starnet import domains
+
+    observed, _ = domains(24, 4)
+    return _arrays(observed, None)
+
+
+def _fit_cs(x, _, key):
+    """Cycle-StarNet against a fixed synthetic domain (the observed spectra are the hostile argument)."""
+    from tests.test_cycle_starnet import domains, tiny
+
+    synthetic = domains(4, 16, seed=1)[1]
+    return cs.fit(x, synthetic, key=key, config=tiny(iterations=2), progress=False)
+
+
 ENTRIES = [
     Entry(
         "lux",
@@ -263,6 +279,18 @@ ENTRIES = [
         {"log_prob": lambda m, x, lab: _score(flows.log_prob(m, x, lab, progress=False))},
         flows.Config,
         second="labels",
+        grid=True,
+    ),
+    Entry(
+        "cycle_starnet",
+        _cs_data,
+        _spectra,
+        _fit_cs,
+        {
+            "encode": lambda m, x, _: _bare(cs.encode(m, x, progress=False).z_sh.reshape(x.n_stars, -1)),
+            "transfer": lambda m, x, _: _bare(cs.transfer(m, x, "obs->synth", progress=False)),
+        },
+        cs.Config,
         grid=True,
     ),
 ]

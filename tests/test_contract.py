@@ -24,6 +24,7 @@ import pytest
 from jaxspec import Labels, Spectra, io
 from jaxspec.data import mock
 from jaxspec.models import cannon, flows, lux, payne, ppca, rsca
+from jaxspec.models import cycle_starnet as cs
 from jaxspec.models._common import FitResult, LabelPrediction, SpectraPrediction
 from tests.conftest import assert_allclose
 from tests.test_reference_files import CHECKS, versions
@@ -131,6 +132,23 @@ def _z(n_latents_of):
     return lambda model: np.random.default_rng(3).normal(size=(7, n_latents_of(model))).astype(np.float32)
 
 
+def _domains():
+    from tests.test_cycle_starnet import domains
+
+    return domains()
+
+
+def _cs_verbs(model, spectra, _):
+    latents = cs.encode(model, spectra, progress=False)
+    return [(latents, cs.Latents), (cs.transfer(model, spectra, "obs->synth", progress=False), np.ndarray)]
+
+
+def _cs_config():
+    from tests.test_cycle_starnet import tiny
+
+    return tiny()
+
+
 FAMILIES = [
     Family(
         "lux",
@@ -205,6 +223,15 @@ FAMILIES = [
         _flows_input,
         _flows_verbs,
     ),
+    Family(
+        "cycle_starnet",
+        cs,
+        _domains,
+        None,
+        lambda model, z: cs.decode(model, *z),
+        lambda model: tuple(np.asarray(a)[:5] for a in cs.encode(model, _domains()[0], progress=False)),
+        _cs_verbs,
+    ),
 ]
 
 
@@ -217,6 +244,8 @@ def _config(family: Family):
         return _mlp().Config(hidden=(8,), epochs=2, batch_size=40)
     if family.name == "svae":
         return _svae().Config(hidden=(12, 8), latent_dim=3, batch_size=32, epochs=2)
+    if family.name == "cycle_starnet":
+        return _cs_config()
     return family.config
 
 

@@ -162,6 +162,26 @@ def check_flows(version: str) -> None:
     _close(draws.labels, d["sample_labels"], rtol=1e-5, atol=1e-5)
 
 
+def check_cycle_starnet(version: str) -> None:
+    from jaxspec.models import cycle_starnet as cs
+    from jaxspec.models import payne
+
+    path, d = _files("cycle_starnet", version)
+    model = io.load(path, family="cycle_starnet")
+    np.testing.assert_array_equal(model.wavelength, d["wavelength"])
+    observed = _spectra(d)
+    synthetic = Spectra(d["synth_flux"], ivar=d["synth_ivar"], wavelength=d["wavelength"])
+    z = cs.encode(model, observed, progress=False)
+    _close(z.z_sh, d["z_sh"], rtol=1e-5, atol=1e-5)
+    _close(z.z_sp, d["z_sp"], rtol=1e-5, atol=1e-5)
+    _close(cs.transfer(model, observed, "obs->synth", progress=False), d["obs_synth"], rtol=1e-5, atol=1e-6)
+    synth_obs = cs.transfer(model, synthetic, "synth->obs", z_sp=d["z_sp"][:4], progress=False)
+    _close(synth_obs, d["synth_obs"], rtol=1e-5, atol=1e-6)
+    _close(cs.reconstruct(model, observed, progress=False), d["obs_obs"], rtol=1e-5, atol=1e-6)
+    _close(cs.decode(model, d["z_sh"], d["z_sp"]), d["decoded"], rtol=1e-5, atol=1e-6)
+    _close(payne.decode(model.emulator, np.array([[4500.0, 2.0, 0.0]], np.float32)), d["emulated"], rtol=1e-5)
+
+
 CHECKS = {
     "lux": check_lux,
     "lux_mlp": check_lux_mlp,
@@ -171,6 +191,7 @@ CHECKS = {
     "svae": check_svae,
     "payne": check_payne,
     "flows": check_flows,
+    "cycle_starnet": check_cycle_starnet,
 }
 CASES = [(family, version) for family in CHECKS for version in versions(family)]
 

@@ -168,6 +168,66 @@ def test_multi_step_gives_each_group_its_own_key():
     assert seen["g"] != seen["c"]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_multi_step_hands_the_first_groups_values_to_the_next(dtype):
+    # A passes a*b computed before its update; B's loss (b - handoff)^2 must use that stale value,
+    # and no gradient may flow from B's loss into A through it.
+    lr = 0.1
+
+    def loss_a(p, batch, k):
+        return jnp.sum((p.a - p.b) ** 2), ({"seen": jnp.sum(p.a)}, p.a * p.b)
+
+    groups = [
+        Group("a", loss_a, optax.sgd(lr), has_aux=True, passes=True),
+        Group("b", lambda p, batch, k, prod: jnp.sum((p.b - prod) ** 2), optax.sgd(lr)),
+    ]
+    a0, b0 = np.array([1.0, -0.5]), np.array([3.0, 0.25])
+    params = Pair(jnp.asarray(a0, dtype), jnp.asarray(b0, dtype))
+    state = init_groups(groups, params)
+    new, _, metrics = make_multi_step(groups)(params, state, jnp.zeros(1, dtype), jax.random.key(0))
+    a1 = a0 - lr * 2 * (a0 - b0)
+    b1 = b0 - lr * 2 * (b0 - a0 * b0)
+    assert_allclose(new.a, a1, dtype=dtype)
+    assert_allclose(new.b, b1, dtype=dtype)
+    assert_allclose(metrics["a/seen"], a0.sum(), dtype=dtype)
+    assert "a/__handoff__" not in metrics and not any("handoff" in k for k in metrics)
+    with pytest.raises(ValueError, match="has_aux"):
+        make_multi_step([Group("a", loss_a, optax.sgd(lr), passes=True), groups[1]])
+    with pytest.raises(ValueError, match="last group"):
+        make_multi_step([groups[1]._replace(passes=True, has_aux=True)])
+
+
+def test_unpaired_data_cycles_the_second_set_with_fresh_permutations():
+    # first: 10 rows, second: 4 rows, batch 3 -> 3 steps a epoch, 9 rows of second drawn from 3 permutations.
+    seen = []
+
+    def loss(p, batch, key):
+        jax.debug.callback(lambda a, b: seen.append((np.asarray(a), np.asarray(b))), batch.first, batch.second)
+        return jnp.sum(p**2)
+
+    first, second = np.arange(10.0), 100.0 + np.arange(4.0)
+    from jaxspec.optim.train import Unpaired
+
+    opt = optax.sgd(0.1)
+    p = jnp.ones(())
+    fit(make_train_step(loss, opt), p, opt.init(p), Unpaired(first, second), key=jax.random.key(2), epochs=2,
+        batch_size=3, progress=False)  # fmt: skip
+    assert len(seen) == 6
+    for epoch in range(2):
+        a = np.concatenate([s[0] for s in seen[3 * epoch : 3 * epoch + 3]])
+        b = np.concatenate([s[1] for s in seen[3 * epoch : 3 * epoch + 3]])
+        assert len(set(a.tolist())) == 9 and set(a.tolist()) <= set(first.tolist())
+        assert sorted(b[:4].tolist()) == sorted(second.tolist())  # a whole permutation before any repeat
+        assert sorted(b[4:8].tolist()) == sorted(second.tolist())
+    validation = make_validation(lambda p, b, k: jnp.mean(b.second) - jnp.mean(b.first), Unpaired(first, second),
+                                 batch_size=4)  # fmt: skip
+    rows2 = 100.0 + np.arange(10) % 4
+    assert_allclose(validation(p), np.mean(rows2) - np.mean(first))
+    with pytest.raises(ValueError, match="data.second"):
+        fit(make_train_step(loss, opt), p, opt.init(p), Unpaired(first, second), key=jax.random.key(2), epochs=1,
+            batch_size=5, progress=False)  # fmt: skip
+
+
 def test_multi_step_bad_groups():
     opt = optax.sgd(1.0)
     with pytest.raises(ValueError, match="groups"):

@@ -5,7 +5,9 @@ nonlinear output), ``ppca`` (probabilistic PCA with missing data), ``rsca``
 (de Mijolla & Ness 2021, on ``ppca``), ``scatter_vae`` (Laroche & Speagle
 2023), ``cannon`` (the quadratic Cannon, the supervised baseline) and
 ``payne`` (The Payne's spectral emulator, Ting et al. 2019) and ``flows``
-(normalizing flows of spectra and labels, "Mendis", Ciuca & Ting 2022).
+(normalizing flows of spectra and labels, "Mendis", Ciuca & Ting 2022) and
+``cycle_starnet`` (domain adaptation from synthetic to observed spectra on The
+Payne's emulator, O'Briain et al. 2021).
 Importing this package imports none of them (so neither flax nor optax).
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["cannon", "flows", "lux", "payne", "ppca", "rsca", "scatter_vae"]
+__all__ = ["cannon", "cycle_starnet", "flows", "lux", "payne", "ppca", "rsca", "scatter_vae"]
 
 _DEPRECATED = {"lux_cv": "lux.cv", "lux_mlp": "lux.mlp"}
 

@@ -1,7 +1,7 @@
 """The shared engine: solvers, per-star latent fits, train steps, sharding."""
 
 from jaxspec.optim.latents import FitOptions, GaussianPrior, LatentFit, fit_latents
-from jaxspec.optim.train import Checkpoint, Group, TrainResult, make_multi_step, make_train_step, train_loop
+from jaxspec.optim.train import Checkpoint, Group, TrainResult, Unpaired, make_multi_step, make_train_step, train_loop
 
 __all__ = [
     "Checkpoint",
@@ -10,6 +10,7 @@ __all__ = [
     "Group",
     "LatentFit",
     "TrainResult",
+    "Unpaired",
     "fit_latents",
     "make_multi_step",
     "make_train_step",

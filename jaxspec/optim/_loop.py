@@ -64,7 +64,31 @@ class TrainResult(NamedTuple):
     best_params: Any
 
 
+class Unpaired(NamedTuple):
+    """Two datasets without a row-to-row pairing, trained on together (two domains of a GAN).
+
+    :func:`train_loop` runs each epoch over a fresh permutation of ``first``
+    (its rows set the epoch's length, ``len(first) // batch_size`` steps) and
+    draws ``second``'s rows alongside from permutations of their own, a new one
+    started whenever the last is used up (the authors' loop over two data
+    loaders in Cycle-StarNet).  A step's batch is an ``Unpaired`` of
+    ``batch_size`` rows of each.  :func:`make_validation` pairs row ``i`` of
+    ``first`` with row ``i mod len(second)``.
+
+    Attributes
+    ----------
+    first, second : pytrees of arrays
+        Each with one leading (star) axis of its own length.
+    """
+
+    first: Any
+    second: Any
+
+
 def _n_rows(data, name: str) -> int:
+    if isinstance(data, Unpaired):
+        _n_rows(data.second, f"{name}.second")
+        return _n_rows(data.first, f"{name}.first")
     leaves = jax.tree_util.tree_leaves(data)
     if not leaves:
         raise ValueError(f"{name}: expected a pytree of arrays, found no arrays")
@@ -101,7 +125,7 @@ def make_validation(loss_fn: Callable, data, *, batch_size: int, has_aux=False, 
     ----------
     loss_fn : callable
         ``loss_fn(params, batch, key)`` as in :func:`make_train_step`, a mean over the batch.
-    data : pytree of arrays, leading axis ``n_stars``
+    data : pytree of arrays, leading axis ``n_stars``, or :class:`Unpaired`
     batch_size : int
         Rows per evaluation; the last partial batch is evaluated too (and
         weighted by its size), compiling a second time.
@@ -120,7 +144,7 @@ def make_validation(loss_fn: Callable, data, *, batch_size: int, has_aux=False, 
         total = 0.0
         for i, start in enumerate(range(0, n, batch_size)):
             stop = min(start + batch_size, n)
-            total = total + (stop - start) * evaluate(params, _take(data, slice(start, stop)), key, np.int32(i))
+            total = total + (stop - start) * evaluate(params, _rows(data, slice(start, stop)), key, np.int32(i))
         return total / n
 
     return validation
@@ -168,6 +192,30 @@ def _scanned(step: Callable, k: int) -> Callable:
     return jax.jit(many)
 
 
+def _rows(data, idx: slice):
+    """Rows ``idx`` of ``data``; of an :class:`Unpaired`, ``second``'s rows ``idx`` modulo its length."""
+    if not isinstance(data, Unpaired):
+        return _take(data, idx)
+    n2 = _n_rows(data.second, "data.second")
+    return Unpaired(_take(data.first, idx), _take(data.second, np.arange(idx.start, idx.stop) % n2))
+
+
+def _second_order(data, shuffle_key, need: int) -> np.ndarray | None:
+    """``need`` rows of an :class:`Unpaired`'s ``second``: consecutive permutations ``fold_in(shuffle_key, 1 + j)``."""
+    if not isinstance(data, Unpaired) or need == 0:
+        return None
+    n2 = _n_rows(data.second, "data.second")
+    keys = [jax.random.fold_in(shuffle_key, 1 + j) for j in range(-(-need // n2))]
+    perms = [np.asarray(jax.random.permutation(k, n2)) for k in keys]
+    return np.concatenate(perms)[:need]
+
+
+def _gather(data, order, order2, start: int, stop: int):
+    if order2 is None:
+        return _take(data, order[start:stop])
+    return Unpaired(_take(data.first, order[start:stop]), _take(data.second, order2[start:stop]))
+
+
 def _run_epoch(step, params, opt_state, data, epoch_key, batch_size: int, many=None, per_call: int = 1):
     """One pass over a fresh permutation; returns params, opt_state and the epoch means of the step metrics.
 
@@ -178,15 +226,16 @@ def _run_epoch(step, params, opt_state, data, epoch_key, batch_size: int, many=N
     shuffle_key, root = jax.random.split(epoch_key)
     order = np.asarray(jax.random.permutation(shuffle_key, n))
     n_steps, s, metrics = n // batch_size, 0, []
+    order2 = _second_order(data, shuffle_key, n_steps * batch_size)
     keyed = _keyed(step) if hasattr(step, "lower") else None  # a sharded step places its own arguments
     while s < n_steps:
         if many is not None and s + per_call <= n_steps:
-            rows = _take(data, order[s * batch_size : (s + per_call) * batch_size])
+            rows = _gather(data, order, order2, s * batch_size, (s + per_call) * batch_size)
             group = jax.tree_util.tree_map(lambda a: a.reshape(per_call, batch_size, *a.shape[1:]), rows)
             params, opt_state, m = many(params, opt_state, group, root, s)
             s += per_call
         else:
-            batch = _take(data, order[s * batch_size : (s + 1) * batch_size])
+            batch = _gather(data, order, order2, s * batch_size, (s + 1) * batch_size)
             if keyed is None:
                 params, opt_state, m = step(params, opt_state, batch, jax.random.fold_in(root, s))
             else:
@@ -235,8 +284,9 @@ def train_loop(
         must include ``"loss"``.
     params, opt_state : pytrees
         Initial values (``optimizer.init(params)`` or :func:`init_groups`).
-    data : pytree of arrays, leading axis ``n_stars``
-        E.g. a :class:`~jaxspec.Spectra` or ``(x, y)``.
+    data : pytree of arrays, leading axis ``n_stars``, or :class:`Unpaired`
+        E.g. a :class:`~jaxspec.Spectra` or ``(x, y)``; two domains without a
+        pairing as an ``Unpaired``.
     key : jax.random key
         Everything random (order, step keys) derives from it.
     epochs : int
@@ -281,6 +331,9 @@ def train_loop(
         raise ValueError(f"epochs: expected an int >= 0, found {epochs!r}")
     if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= n:
         raise ValueError(f"batch_size: expected an int in [1, {n}] (n_stars), found {batch_size!r}")
+    if isinstance(data, Unpaired) and batch_size > _n_rows(data.second, "data.second"):
+        n2 = _n_rows(data.second, "data.second")
+        raise ValueError(f"batch_size: expected at most {n2} (the rows of data.second), found {batch_size!r}")
     if patience is not None and (validation is None or not isinstance(patience, int) or patience < 1):
         raise ValueError(f"patience: expected an int >= 1 together with validation, found {patience!r}")
     if checkpoint is not None and (not isinstance(checkpoint, Checkpoint) or checkpoint.every < 1):

@@ -27,13 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxspec.optim._loop import Checkpoint, TrainResult, make_validation, train_loop, validation_split
+from jaxspec.optim._loop import Checkpoint, TrainResult, Unpaired, make_validation, train_loop, validation_split
 from jaxspec.optim.sharding import batch_sharding, replicate, replicated
 
 __all__ = [
     "Checkpoint",
     "Group",
     "TrainResult",
+    "Unpaired",
     "init_groups",
     "make_multi_step",
     "make_train_step",
@@ -57,12 +58,20 @@ class Group(NamedTuple):
         group's field is differentiated and updated.
     optimizer : optax.GradientTransformation
     has_aux : bool
+    passes : bool
+        Hand values to the next group: the loss returns ``(scalar, (metrics, handoff))``
+        (``has_aux`` must be True) and the next group's loss is called as
+        ``loss_fn(params, batch, key, handoff)`` with ``handoff`` under
+        ``jax.lax.stop_gradient``.  A GAN's critic step so reuses the generator's outputs
+        of the same step (computed before the generator's update) instead of running the
+        generator again.
     """
 
     name: str
     loss_fn: Callable
     optimizer: optax.GradientTransformation
     has_aux: bool = False
+    passes: bool = False
 
 
 def _check_optimizer(optimizer, name: str) -> None:
@@ -167,6 +176,9 @@ def _set(params, name: str, value):
     raise TypeError(f"params: expected a NamedTuple, dataclass or dict of groups, found {type(params).__name__}")
 
 
+_HANDOFF = "__handoff__"
+
+
 def init_groups(groups: Sequence[Group], params) -> tuple:
     """The optimiser state for :func:`make_multi_step`: one state per group, in group order."""
     return tuple(g.optimizer.init(_get(params, g.name)) for g in groups)
@@ -205,6 +217,12 @@ def make_multi_step(groups: Sequence[Group], *, mesh=None):
         if not isinstance(g, Group):
             raise TypeError(f"groups[{i}]: expected a Group, found {type(g).__name__}")
         _check_optimizer(g.optimizer, f"groups[{i}].optimizer")
+        if g.passes and not g.has_aux:
+            raise ValueError(
+                f"groups[{i}]: passes=True needs has_aux=True (the loss returns (loss, (metrics, handoff)))"
+            )
+    if groups[-1].passes:
+        raise ValueError("groups: the last group has no next group to pass to (passes=True)")
     names = [g.name for g in groups]
     if len(set(names)) != len(names):
         raise ValueError(f"groups: names must be distinct, found {names}")
@@ -212,14 +230,19 @@ def make_multi_step(groups: Sequence[Group], *, mesh=None):
     def step(params, opt_state, batch, key):
         if len(opt_state) != len(groups):
             raise ValueError(f"opt_state: expected {len(groups)} states (init_groups), found {len(opt_state)}")
-        metrics, states = {}, []
+        metrics, states, handoff = {}, [], ()
         for i, g in enumerate(groups):
             sub = _get(params, g.name)
 
-            def group_loss(p, params=params, g=g, i=i):
-                return g.loss_fn(_set(params, g.name, p), batch, jax.random.fold_in(key, i))
+            def group_loss(p, params=params, g=g, i=i, extra=handoff):
+                out = g.loss_fn(_set(params, g.name, p), batch, jax.random.fold_in(key, i), *extra)
+                if not g.passes:
+                    return out
+                loss, (aux, passed) = out
+                return loss, {**aux, _HANDOFF: passed}
 
             (loss, aux), grads = _value_and_grad(group_loss, g.has_aux, f"groups[{i}].loss_fn")(sub)
+            handoff = (jax.lax.stop_gradient(aux.pop(_HANDOFF)),) if g.passes else ()
             updates, state = g.optimizer.update(grads, opt_state[i], sub)
             params = _set(params, g.name, optax.apply_updates(sub, updates))
             states.append(state)
