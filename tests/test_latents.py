@@ -366,3 +366,34 @@ def test_scale_basis_is_eliminated_in_closed_form():
         fit_latents(decode_mlp, params, (scaled, ivar), np.zeros(P), scale_basis=basis[:5], progress=False)
     with pytest.raises(ValueError, match="scale_basis"):
         fit_latents(decode_linear, linear_problem()[0], (y, ivar), np.zeros(P), method="linear", scale_basis=basis)
+
+
+@pytest.mark.parametrize(
+    ("method", "slots"), [("dense_gauss_newton", None), ("dense_gauss_newton", 2), ("lbfgs", None)]
+)
+def test_context_gives_each_star_its_own_decoder_constants(method, slots):
+    # decode((A, b), z) + c_n with a per-star offset c_n: each star's fit equals the fit of y_n - c_n without one
+    params, y, ivar = linear_problem(seed=4)
+    offsets = np.random.default_rng(5).normal(size=(N_STARS, N_OUT)).astype(np.float32)
+
+    def decode_ctx(args, z):
+        (a, b), c = args
+        return jnp.tanh(b + a @ z) + c["offset"]
+
+    def decode_plain(args, z):
+        a, b = args
+        return jnp.tanh(b + a @ z)
+
+    y = np.tanh(y) * 0.5
+    options = FitOptions(tol=1e-7, maxiter=200, slots=slots)
+    with_ctx = fit_latents(decode_ctx, params, (y + offsets, ivar), np.zeros(P), method=method, options=options,
+                           context={"offset": offsets}, progress=False)  # fmt: skip
+    plain = fit_latents(decode_plain, params, (y, ivar), np.zeros(P), method=method, options=options, progress=False)
+    assert_allclose(with_ctx.z, plain.z, atol=2e-4)
+    assert_allclose(with_ctx.chi2, plain.chi2, rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="context: expected arrays with a leading axis"):
+        fit_latents(decode_ctx, params, (y, ivar), np.zeros(P), method=method, context={"offset": offsets[:2]},
+                    progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="context: the 'linear' method"):
+        fit_latents(decode_ctx, params, (y, ivar), np.zeros(P), method="linear", context={"offset": offsets},
+                    progress=False)  # fmt: skip

@@ -332,30 +332,43 @@ def _summarise(
     return fit._replace(reduced_chi2=reduced, coefficients=jnp.where(jnp.all(jnp.isfinite(c)), c, 0.0))
 
 
-def _fit_pooled(params, y, ivar, z0, mean, precision, root, basis, *, decode, jacobian, options, has_prior, covariance):
+def _star_params(params, ctx):
+    """The decoder's first argument for one star: ``params``, or ``(params, ctx)`` with a per-star context."""
+    return params if ctx is None else (params, ctx)
+
+
+def _fit_pooled(
+    params, y, ivar, z0, mean, precision, root, basis, ctx, *, decode, jacobian, options, has_prior, covariance
+):  # fmt: skip
     """Dense Gauss-Newton of a chunk on ``options.slots`` refilling lanes (:func:`solvers.pooled_gauss_newton`)."""
-    res_fn = lambda z, y, ivar, params, mean, root: _residual(z, params, y, ivar, mean, root, decode, basis)  # noqa: E731
+
+    def res_fn(z, y, ivar, c, params, mean, root):
+        return _residual(z, _star_params(params, c), y, ivar, mean, root, decode, basis)
+
     jac_fn = None
     if jacobian is not None:
-        jac_fn = lambda z, y, ivar, params, mean, root: _residual_and_jacobian(  # noqa: E731
-            z, params, y, ivar, mean, root, jacobian, basis, has_prior
-        )
+
+        def jac_fn(z, y, ivar, c, params, mean, root):
+            return _residual_and_jacobian(z, _star_params(params, c), y, ivar, mean, root, jacobian, basis, has_prior)
+
     z, iterations, err = solvers.pooled_gauss_newton(
-        res_fn, z0, (y, ivar), (params, mean, root), slots=options.slots, tol=options.tol, maxiter=options.maxiter,
-        jacobian_fn=jac_fn, max_step=options.max_step,
+        res_fn, z0, (y, ivar, ctx), (params, mean, root), slots=options.slots, tol=options.tol,
+        maxiter=options.maxiter, jacobian_fn=jac_fn, max_step=options.max_step,
     )  # fmt: skip
     converged = (err <= options.tol) & jnp.all(jnp.isfinite(z), axis=1)
     one = partial(_summarise, decode=decode, jacobian=jacobian, has_prior=has_prior, covariance=covariance)
-    rows = (y, ivar, z0, z, converged, iterations)  # in batches of the lanes' size: bounded memory
+    rows = (y, ivar, z0, z, converged, iterations, ctx)  # in batches of the lanes' size: bounded memory
     return jax.lax.map(
-        lambda r: one(params, *r[:3], mean, precision, root, basis, *r[3:]), rows, batch_size=options.slots
-    )
+        lambda r: one(_star_params(params, r[6]), *r[:3], mean, precision, root, basis, *r[3:6]), rows,
+        batch_size=options.slots,
+    )  # fmt: skip
 
 
 @partial(jax.jit, static_argnames=("decode", "jacobian", "method", "options", "has_prior", "covariance"))
 def _fit_chunk(
-    params, y, ivar, z0, mean, precision, root, basis, *, decode, jacobian, method, options, has_prior, covariance
-):
+    params, y, ivar, z0, mean, precision, root, basis, ctx=None, *, decode, jacobian, method, options, has_prior,
+    covariance,
+):  # fmt: skip
     """``vmap`` of the one-star fit over a chunk of stars ``(chunk, ...)``, in the dtype of ``z0``."""
     y, ivar = y.astype(z0.dtype), ivar.astype(z0.dtype)
     static = {"has_prior": has_prior, "covariance": covariance}
@@ -372,12 +385,13 @@ def _fit_chunk(
         )
     if method == "dense_gauss_newton" and options.slots is not None and options.slots < y.shape[0]:
         return _fit_pooled(
-            params, y, ivar, z0, mean, precision, root, basis, decode=decode, jacobian=jacobian, options=options,
-            **static,
+            params, y, ivar, z0, mean, precision, root, basis, ctx, decode=decode, jacobian=jacobian,
+            options=options, **static,
         )  # fmt: skip
     one = partial(_fit_one, decode=decode, jacobian=jacobian, method=method, options=options, **static)
-    return jax.vmap(one, in_axes=(None, 0, 0, 0, None, None, None, None))(
-        params, y, ivar, z0, mean, precision, root, basis
+    p_axes = None if ctx is None else (None, 0)
+    return jax.vmap(one, in_axes=(p_axes, 0, 0, 0, None, None, None, None))(
+        _star_params(params, ctx), y, ivar, z0, mean, precision, root, basis
     )
 
 
@@ -470,6 +484,7 @@ def fit_latents(
     progress: bool = True,
     jacobian: Callable | None = None,
     scale_basis=None,
+    context=None,
 ) -> LatentFit:
     r"""Fit each star's latents ``z`` to its data through a decoder (see the module docstring for the equation).
 
@@ -517,6 +532,12 @@ def fit_latents(
         the objective (variable projection: for each ``z``, :math:`c` is the
         weighted least-squares best fit).  Iterative methods only; the
         coefficients come back in ``LatentFit.coefficients``.
+    context : pytree of arrays ``(n_stars, ...)``, optional
+        Per-star constants of the decoder (held fixed, not fitted): ``decode``
+        (and ``jacobian``) then get ``(params, context_of_the_star)`` in place
+        of ``params``, e.g. an observed star's own latent vector that a
+        transfer network needs beside the fitted labels.  Iterative methods
+        only.
 
     Returns
     -------
@@ -553,8 +574,20 @@ def fit_latents(
     if not np.all(np.isfinite(z0)):
         raise ValueError("z0: expected finite starting latents, found NaN or inf")
     p = z0.shape[1]
+    decode_args = params
+    if context is not None:
+        if method == "linear":
+            raise ValueError("context: the 'linear' method takes none (the decoder is shared by every star)")
+        leaves = jax.tree_util.tree_leaves(context)
+        if not leaves or any(np.ndim(a) == 0 or np.shape(a)[0] != n for a in leaves):
+            shapes = [np.shape(a) for a in leaves]
+            raise ValueError(f"context: expected arrays with a leading axis of {n} (one row per star), found {shapes}")
+        decode_args = (
+            params,
+            jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], a.dtype), context),
+        )
     try:
-        out = jax.eval_shape(decode, params, jax.ShapeDtypeStruct((p,), dtype))
+        out = jax.eval_shape(decode, decode_args, jax.ShapeDtypeStruct((p,), dtype))
     except Exception as exc:
         raise ValueError(f"decode: failed on latents of shape ({p},) (from z0): {exc}") from exc
     if not hasattr(out, "shape") or tuple(out.shape) != (n_out,):
@@ -575,7 +608,7 @@ def fit_latents(
         if method != "dense_gauss_newton":
             raise ValueError(f"jacobian: only method='dense_gauss_newton' takes one, found method={method!r}")
         try:
-            f_jac = jax.eval_shape(jacobian, params, jax.ShapeDtypeStruct((p,), dtype))
+            f_jac = jax.eval_shape(jacobian, decode_args, jax.ShapeDtypeStruct((p,), dtype))
         except Exception as exc:
             raise ValueError(f"jacobian: failed on latents of shape ({p},) (from z0): {exc}") from exc
         shapes = tuple(getattr(x, "shape", None) for x in f_jac) if isinstance(f_jac, tuple) else None
@@ -592,11 +625,12 @@ def fit_latents(
     }
 
     def one_chunk(rows):
-        return _fit_chunk(params, *rows, mean, precision, root, basis, covariance=covariance, **static)
+        y, ivar, z0, ctx = rows
+        return _fit_chunk(params, y, ivar, z0, mean, precision, root, basis, ctx, covariance=covariance, **static)
 
     return map_chunks(
         one_chunk,
-        (y, ivar, z0),
+        (y, ivar, z0, context),
         chunk_size=options.chunk_size,
         mesh=mesh,
         progress=progress,

@@ -35,6 +35,14 @@ directions) are the batch verbs; the model saves and loads with
 
 from jaxspec.models.cycle_starnet._config import Config, network_lengths, valid_lengths
 from jaxspec.models.cycle_starnet._fit import fit, groups, make_optimizer, make_step
+from jaxspec.models.cycle_starnet._fit_labels import METHODS, emulate, fit_labels, predict_labels
+from jaxspec.models.cycle_starnet._lines import (
+    Feature,
+    LineJacobians,
+    features,
+    jacobian_difference,
+    line_jacobians,
+)
 from jaxspec.models.cycle_starnet._losses import Domain, critic_loss, distance, generator_loss, validation_loss
 from jaxspec.models.cycle_starnet._model import DIRECTIONS, Model, decode, transfer_one
 from jaxspec.models.cycle_starnet._networks import Critics, Generator, Params, init_params, instance_norm, param_shapes
@@ -42,26 +50,35 @@ from jaxspec.models.cycle_starnet._predict import Latents, encode, reconstruct, 
 
 __all__ = [
     "DIRECTIONS",
+    "METHODS",
     "Config",
     "Critics",
     "Domain",
+    "Feature",
     "Generator",
     "Latents",
+    "LineJacobians",
     "Model",
     "Params",
     "critic_loss",
     "decode",
     "distance",
+    "emulate",
     "encode",
+    "features",
     "fit",
+    "fit_labels",
     "generator_loss",
     "groups",
     "init_params",
     "instance_norm",
+    "jacobian_difference",
+    "line_jacobians",
     "make_optimizer",
     "make_step",
     "network_lengths",
     "param_shapes",
+    "predict_labels",
     "reconstruct",
     "transfer",
     "transfer_one",

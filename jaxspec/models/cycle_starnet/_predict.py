@@ -86,7 +86,7 @@ def encode(model: Model, spectra: Spectra, *, domain: str = "obs", chunk_size: i
     return Latents(np.asarray(z_sh), None if z_sp is None else np.asarray(z_sp))
 
 
-def _check_z_sp(model: Model, z_sp, n: int) -> np.ndarray:
+def check_z_sp(model: Model, z_sp, n: int) -> np.ndarray:
     shape = (network_lengths(model.config, model.n_net)["latent"], model.config.split_z)
     z = np.asarray(z_sp, default_float()) if z_sp is not None else None
     if z is None or z.shape not in (shape, (n, *shape)) or not np.all(np.isfinite(z)):
@@ -136,7 +136,7 @@ def transfer(
     if own:
         z = np.zeros((n, 1), x.dtype)  # a placeholder the transfer ignores
     elif direction in ("synth->obs", "obs->obs"):
-        z = _check_z_sp(model, z_sp, n)
+        z = check_z_sp(model, z_sp, n)
     else:
         raise ValueError(f"z_sp: the {direction!r} transfer takes no split latents, found an array")
     fn = partial(_transfer_chunk, direction=direction, own=own)

@@ -62,9 +62,18 @@ verb over it.
 """
 
 from jaxspec.models.payne._config import Config
+from jaxspec.models.payne._doppler import RV_MAX, shift_spectrum
+from jaxspec.models.payne._doppler import stencil as doppler_stencil
 from jaxspec.models.payne._files import NETWORK_LABEL_NAMES, PER_PIXEL_LABEL_NAMES, load, save_payne_format
 from jaxspec.models.payne._fit import fit
-from jaxspec.models.payne._fit_labels import LabelFit, continuum_basis, fit_labels, observed_spectra, predict_labels
+from jaxspec.models.payne._fit_labels import (
+    ON_BOUND,
+    LabelFit,
+    continuum_basis,
+    fit_labels,
+    observed_spectra,
+    predict_labels,
+)
 from jaxspec.models.payne._model import (
     LEAKY_SLOPE,
     Layer,
@@ -80,7 +89,9 @@ from jaxspec.models.payne._predict import predict_spectra
 __all__ = [
     "LEAKY_SLOPE",
     "NETWORK_LABEL_NAMES",
+    "ON_BOUND",
     "PER_PIXEL_LABEL_NAMES",
+    "RV_MAX",
     "Config",
     "LabelFit",
     "Layer",
@@ -89,6 +100,7 @@ __all__ = [
     "continuum_basis",
     "decode",
     "decode_scaled",
+    "doppler_stencil",
     "fit",
     "fit_labels",
     "load",
@@ -97,5 +109,6 @@ __all__ = [
     "predict_spectra",
     "save_payne_format",
     "scale_labels",
+    "shift_spectrum",
     "unscale_labels",
 ]
