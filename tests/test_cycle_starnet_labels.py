@@ -128,6 +128,7 @@ def test_features_find_a_planted_line_and_its_label_exactly():
 
     y = jnp.array([4500.0, 2.0, 0.1])
     j_obs, j_syn, diff = cs.jacobian_difference(observed, synthetic, y)
+    np.testing.assert_array_equal(j_obs - j_syn, diff)
     assert_allclose(diff[:, 2], -0.3 * np.asarray(line(32.0, 0.8)), atol=1e-7)
     assert np.all(diff[:, :2] == 0)
     found = cs.features(diff, threshold=0.01, label_names=("TEFF", "LOGG", "FE_H"), wavelength=np.asarray(pix))
