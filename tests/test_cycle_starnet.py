@@ -95,6 +95,22 @@ def test_paper_shapes_round_trip_7167_pixels_and_parameter_counts():
     print("parameters per sub-network (paper's configuration):", counts)
 
 
+@pytest.mark.parametrize(("n", "c_in", "c_out", "stride"), [(24, 25, 16, 2), (11, 8, 4, 4), (5, 3, 2, 1)])
+def test_transposed_convolution_equals_flax(n, c_in, c_out, stride):
+    from flax import nnx
+
+    from jaxspec.models.cycle_starnet._networks import _ConvTranspose
+
+    ours = _ConvTranspose(c_in, c_out, 7, stride, dtype="float32", rngs=nnx.Rngs(0))
+    flax = nnx.ConvTranspose(c_in, c_out, kernel_size=(7,), strides=(stride,), padding="VALID", rngs=nnx.Rngs(1))
+    flax.kernel[...] = ours.kernel[...]
+    flax.bias[...] = ours.bias[...]
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(n, c_in)), jnp.float32)
+    assert ours(x).shape == ((n - 1) * stride + 7, c_out)
+    assert_allclose(ours(x), flax(x), atol=1e-5)
+    assert_allclose(ours.bias[...], np.full(c_out, 0.01))
+
+
 def test_instance_norm_and_network_lengths():
     z = jnp.asarray(np.random.default_rng(1).normal(3.0, 2.0, (24, 5)), jnp.float32)
     out = cs.instance_norm(z)
