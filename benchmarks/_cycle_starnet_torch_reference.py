@@ -505,7 +505,7 @@ def cmd_fit(args) -> dict:
         while True:
             optimizer = torch.optim.LBFGS([params], lr=0.01, max_iter=100, line_search_fn="strong_wolfe")
 
-            def closure():
+            def closure(optimizer=optimizer):
                 if torch.is_grad_enabled():
                     optimizer.zero_grad()
                 loss = objective(params, i)
@@ -586,12 +586,16 @@ def main(argv=None) -> dict:
     p = sub.add_parser("train", parents=[common], help="time training iterations")
     p.add_argument("--iterations", type=int, default=10, help="timed iterations after one warm-up")
     p.add_argument("--batch", type=int, default=8, help="spectra of each domain per iteration")
-    p.add_argument("--critic-grads", action="store_true",
-                   help="also compute the critics' gradients in the generator's backward (the authors' code)")
+    p.add_argument(
+        "--critic-grads",
+        action="store_true",
+        help="also compute the critics' gradients in the generator's backward (the authors' code)",
+    )
     p = sub.add_parser("fit", parents=[common], help="time the authors' per-star L-BFGS label fits")
     p.add_argument("--stars", type=int, default=4)
-    p.add_argument("--network-grads", action="store_true",
-                   help="leave requires_grad on the networks' weights (the authors' code)")
+    p.add_argument(
+        "--network-grads", action="store_true", help="leave requires_grad on the networks' weights (the authors' code)"
+    )
     p = sub.add_parser("check", parents=[common], help="one generator pass on rows 0..B-1: the loss terms")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--weights", help="npz of the JAX side's weights (see the module docstring)")
