@@ -215,6 +215,7 @@ def test_step_compiles_once_and_fit_history(trained):
     from jaxspec.optim._loop import _keyed
 
     assert _keyed(cs.make_step(tiny()))._cache_size() == 1  # every pass and iteration of the fit: one compilation
+    assert cs.make_step(tiny(iterations=7, batch_size=2)) is cs.make_step(tiny())  # the run's sizes: the same step
     h = trained.history
     for k in ("generator/loss", "generator/rec_synth", "generator/cycle_obs", "generator/adv_obs", "critic/loss",
               "critic/fake_obs", "val_loss"):  # fmt: skip

@@ -156,3 +156,22 @@ def test_flows_demo_scores_outliers_and_finds_pure_line_groups(tmp_path):
     for figure in report["figures"]:
         assert (tmp_path / figure.split("/")[-1]).stat().st_size > 10_000
     assert "ROC AUC" in proc.stdout and "purity" in proc.stdout
+
+
+@pytest.mark.slow
+def test_cyclestarnet_demo_closes_part_of_the_synthetic_gap_and_finds_features(tmp_path):
+    proc = _demo(tmp_path, "cyclestarnet", "--quick")
+    report = json.loads((tmp_path / "cyclestarnet_report.json").read_text())
+    assert report["n_stars"] == 400 and report["n_pix"] == 1791
+    assert report["iterations"] >= 300
+    for term, last in report["distances_last"].items():  # training reduces every distance term
+        assert last < report["distances_first"][term], term
+    rec = report["recovery"]
+    # the transferred model fits the held-out observed spectra better than the emulator alone
+    assert rec["eq11"]["reduced_chi2_median"] < rec["eq9"]["reduced_chi2_median"]
+    assert all(rec[m]["n_flagged"] < 30 for m in ("eq9", "eq10", "eq11"))
+    assert report["features"] and all(f["pixels"][1] > f["pixels"][0] for f in report["features"])
+    assert len(report["figures"]) == 3
+    for figure in report["figures"]:
+        assert (tmp_path / figure.split("/")[-1]).stat().st_size > 10_000
+    assert "NOT CONVERGED" in proc.stdout and "Eq. 11" in proc.stdout

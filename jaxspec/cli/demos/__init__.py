@@ -37,5 +37,9 @@ DEMOS: dict[str, tuple[str, str]] = {
         "jaxspec.cli.demos.flows:demo_flows",
         "a Mendis flow on mock spectra: held-out likelihood, outlier ROC AUCs against PPCA, correlation graph",
     ),
+    "cyclestarnet": (
+        "jaxspec.cli.demos.cyclestarnet:demo_cyclestarnet",
+        "Cycle-StarNet on mock synthetic/observed domains: the synthetic gap by Eqs. 9-11, missing lines",
+    ),
 }
 FLAGSHIP = "lux"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -39,7 +40,12 @@ def make_step(config: Config, *, mesh=None):
     ``opt_state`` from :func:`jaxspec.optim.train.init_groups` of :func:`groups`.  One step per
     configuration and mesh: fits of the same sizes share its compilations.
     """
-    return _step(config, mesh)
+    # settings the step does not read (sizes of the run, the data's treatment) are set aside from the key
+    step_config = dataclasses.replace(
+        config, iterations=1, batch_size=1, crop=(0, 0), norm=None, validation_frac=0.0,
+        err_floor=Config.err_floor, err_max=Config.err_max, synthetic_err=Config.synthetic_err,
+    )  # fmt: skip
+    return _step(step_config, mesh)
 
 
 @functools.lru_cache(maxsize=8)
