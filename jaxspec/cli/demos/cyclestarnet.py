@@ -134,7 +134,7 @@ def run(*, n_stars: int, iterations: int, emulator_epochs: int, n_test: int, see
 
 def demo_cyclestarnet(*, out: Path, seed: int = 0, progress: bool = True, quick: bool = False) -> dict:
     """Train an emulator and Cycle-StarNet on mock domains; fit held-out stars by Eqs. 9, 10, 11; find lines."""
-    n_stars, iterations, epochs, n_test = (400, 300, 60, 30) if quick else (800, 1000, 120, 60)
+    n_stars, iterations, epochs, n_test = (400, 200, 40, 30) if quick else (800, 800, 120, 60)
     report, (model, fit, test, best9, best11, lj, found, _, names) = run(
         n_stars=n_stars, iterations=iterations, emulator_epochs=epochs, n_test=n_test, seed=seed, progress=progress
     )
