@@ -152,10 +152,10 @@ def demo_cyclestarnet(*, out: Path, seed: int = 0, progress: bool = True, quick:
         + ", ".join(f"{k} {v:.0f}%" for k, v in trend.items())
         + " since the first pass and still fall",
         f"{n_test} held-out observed stars: mean residual / reduced chi2",
-        f"  Eq. 9  (emulator):         mean residual {gap['eq9']['mean_residual_flux']:+.4f}, "
-        f"reduced chi2 {rec['eq9']['reduced_chi2_median']:.2f}",
-        f"  Eq. 11 (transferred model): mean residual {gap['eq11']['mean_residual_flux']:+.4f}, "
-        f"reduced chi2 {rec['eq11']['reduced_chi2_median']:.2f}",
+        f"  Eq. 9  (emulator):          mean residual {gap['eq9']['mean_residual_sigma']:+.3f} sigma "
+        f"({gap['eq9']['mean_residual_flux']:+.4f} in flux), reduced chi2 {rec['eq9']['reduced_chi2_median']:.2f}",
+        f"  Eq. 11 (transferred model): mean residual {gap['eq11']['mean_residual_sigma']:+.3f} sigma "
+        f"({gap['eq11']['mean_residual_flux']:+.4f} in flux), reduced chi2 {rec['eq11']['reduced_chi2_median']:.2f}",
         "  (paper, full training on APOGEE: 0.16 -> -0.01 mean residual [sigma], 1.97 -> 1.22 reduced chi2)",
         "label RMSE against the truth:       " + "  ".join(f"{n:>7}" for n in SHOWN),
     ]
