@@ -199,8 +199,10 @@ def test_generator_step_leaves_the_critics_and_the_critic_step_the_generator():
     np.testing.assert_array_equal(_flat(new_g.critic), _flat(params.critic))  # the generator's step: critics kept
     assert not np.allclose(_flat(new_g.generator), _flat(params.generator))
     # the critic's update is the gradient of its loss on the generator's outputs before the generator's update
-    (_, (_, handoff)) = g_loss(params, batch, jax.random.key(0))
-    grad = jax.grad(lambda c: c_loss(params._replace(critic=c), batch, jax.random.key(1), handoff)[0])(params.critic)
+    (_, (_, handoff)) = jax.jit(g_loss)(params, batch, jax.random.key(0))
+    grad = jax.jit(jax.grad(lambda c: c_loss(params._replace(critic=c), batch, jax.random.key(1), handoff)[0]))(
+        params.critic
+    )
     both = list(cs.groups(config))
     both = [both[0]._replace(optimizer=optax.sgd(lr)), both[1]._replace(optimizer=optax.sgd(lr))]
     new, _, metrics = make_multi_step(both)(params, init_groups(both, params), batch, jax.random.key(0))
