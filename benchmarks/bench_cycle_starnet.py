@@ -135,9 +135,8 @@ def main() -> None:
             lo, hi = np.asarray(emulator.x_min, np.float64), np.asarray(emulator.x_max, np.float64)
             start = y + 0.05 * (hi - lo) * np.random.default_rng(3).uniform(-1, 1, y.shape)
             z_sp = cs.encode(model, spectra, progress=False).z_sp
-            cs.fit_labels(
-                model, spectra[:8], z_sp=z_sp[:8], start=start[:8], chunk_size=args.stars, progress=False
-            )  # fmt: skip  (a warm-up compile of the chunk shape below)
+            # warm-up: compiles the chunk shape of the timed call (8 stars padded to one chunk)
+            cs.fit_labels(model, spectra[:8], z_sp=z_sp[:8], start=start[:8], chunk_size=args.stars, progress=False)
             t0 = time.perf_counter()
             fit = cs.fit_labels(model, spectra, z_sp=z_sp, start=start, chunk_size=args.stars, progress=False)
             seconds = time.perf_counter() - t0
@@ -146,9 +145,8 @@ def main() -> None:
                 "converged": int(fit.converged.sum()),
             }  # fmt: skip
             k = args.torch_stars
-            leaves = {"w0": "w0", "b0": "b0", "w1": "w1", "b1": "b1"}
-            for key, field in leaves.items():
-                np.save(d / f"emu_{key}.npy", np.asarray(getattr(emulator.params, field), np.float32))
+            for field in ("w0", "b0", "w1", "b1"):  # the per-pixel emulator's arrays
+                np.save(d / f"emu_{field}.npy", np.asarray(getattr(emulator.params, field), np.float32))
             np.save(d / "norm.npy", norm)
             np.save(d / "fit_flux.npy", flux[:k].astype(np.float32))
             np.save(d / "fit_ivar.npy", np.full((k, n_pix), 1e4, np.float32))

@@ -54,8 +54,9 @@ def _residual_stats(flux, model_flux, ivar) -> dict:
 
 
 def run(*, n_stars: int, iterations: int, emulator_epochs: int, n_test: int, seed: int, progress: bool,
-        window=WINDOW, config_changes=None) -> dict:  # fmt: skip
-    """The demo's computation at any size (the synthetic-gap experiment of ``benchmarks/`` calls it larger)."""
+        window=WINDOW, config_changes=None) -> tuple[dict, tuple]:  # fmt: skip
+    """The demo's computation at any size: ``(report, (model, fit, test spectra, Eq. 9 and Eq. 11 best-fit
+    flux, line Jacobians, features, true labels, label names))``."""
     from jaxspec import metrics
     from jaxspec.data import Labels, mock
     from jaxspec.models import cycle_starnet as cs

@@ -32,7 +32,6 @@ covariance in :math:`(u, w)` mapped through the diagonal Jacobian of the
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -40,7 +39,7 @@ from jaxspec.data.containers import Labels, Spectra
 from jaxspec.models import payne
 from jaxspec.models._common import CHUNK_SIZE, LabelPrediction
 from jaxspec.models.cycle_starnet._data import check_spectra
-from jaxspec.models.cycle_starnet._model import Model, model_graphdefs
+from jaxspec.models.cycle_starnet._model import Model, model_graphdefs, over_leading
 from jaxspec.models.cycle_starnet._networks import decode_obs, encode_synth
 from jaxspec.models.cycle_starnet._predict import check_model, check_z_sp, encode, transfer
 from jaxspec.optim.latents import FitOptions, fit_latents
@@ -116,22 +115,7 @@ def emulate(model: Model, labels, z_sp, rv=None):
     z_sp = jnp.broadcast_to(jnp.asarray(z_sp, dtype), (*s.shape[:-1], *np.shape(z_sp)[-2:]))
     shift = _shift_args(model, rv is not None, dtype)
     v = jnp.zeros(s.shape[:-1], dtype) if rv is None else jnp.broadcast_to(jnp.asarray(rv, dtype), s.shape[:-1])
-    flat = lambda a, r: a.reshape((-1, *a.shape[a.ndim - r :]))  # noqa: E731
-    out = jax.vmap(lambda a, b, c: _emulated_obs(model, shift, a, b, c))(flat(s, 1), v.reshape(-1), flat(z_sp, 2))
-    return out.reshape((*s.shape[:-1], out.shape[-1]))
-
-
-def _masked_ivar(model: Model, spectra: Spectra, mask) -> np.ndarray:
-    ivar = np.array(spectra.ivar, np.float64)
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.dtype != np.bool_ or m.shape not in ((model.n_pix,), ivar.shape):
-            raise ValueError(
-                f"mask: expected a bool array of shape ({model.n_pix},) or {ivar.shape} (True = exclude), "
-                f"found {m.dtype} {m.shape}"
-            )
-        ivar = np.where(m, 0.0, ivar)
-    return ivar
+    return over_leading(lambda a, b, c: _emulated_obs(model, shift, a, b, c), s, v, z_sp, ranks=(1, 0, 2))
 
 
 def _outside(model: Model) -> np.ndarray:
@@ -215,7 +199,7 @@ def fit_labels(
     if not isinstance(rv, bool | np.bool_):
         raise TypeError(f"rv: expected a bool, found {type(rv).__name__}")
     spectra = check_spectra(spectra, model.n_pix, model.wavelength, "spectra")
-    ivar = _masked_ivar(model, spectra, mask)
+    ivar = payne.apply_mask(np.array(spectra.ivar, np.float64), mask)  # a copy: edited below
     ivar[:, _outside(model)] = 0.0
     payne_kwargs = {"rv": bool(rv), "n_starts": n_starts, "chunk_size": chunk_size, "progress": progress}
     if options is not None:
@@ -259,45 +243,17 @@ def _fit_transfer(model, spectra, ivar, *, rv, start, z_sp, options, chunk_size,
         context=jnp.asarray(z_sp),
     )  # fmt: skip
     z = np.asarray(fit.z, np.float64)
-    chi2 = np.asarray(fit.chi2, np.float64)
-    cov_z = np.asarray(fit.covariance, np.float64)
+    # the covariance of theta = (tanh(u) / 2[, 5 tanh(w)]) from that of z = (u[, w]): J_z = J_theta diag(g)
     grad = np.concatenate([0.5 / np.cosh(z[:, :m]) ** 2, payne.RV_MAX / np.cosh(z[:, m:]) ** 2], axis=1)
-    cov = cov_z * grad[:, :, None] * grad[:, None, :]
+    cov = np.asarray(fit.covariance, np.float64) * grad[:, :, None] * grad[:, None, :]
     theta = np.concatenate([0.5 * np.tanh(z[:, :m]), payne.RV_MAX * np.tanh(z[:, m:])], axis=1)
-    n_good = np.sum(weights > 0, axis=1)
-    placeholder = (n_good == 0) | ~np.all(np.isfinite(theta), axis=1) | ~np.isfinite(chi2)
-    undefined = placeholder | ~np.all(np.isfinite(cov), axis=(1, 2))
-    cov = np.where(undefined[:, None, None], np.diag(np.full(p, np.inf)), cov)
-    theta = np.where(placeholder[:, None], 0.0, theta)
-    converged = np.asarray(fit.converged) & ~placeholder
-    lo, hi = np.asarray(emu.x_min, np.float64), np.asarray(emu.x_max, np.float64)
-    width = hi - lo
-    values = (theta[:, :m] + 0.5) * width + lo
-    lcov = cov[:, :m, :m] * (width[:, None] * width[None, :])
-    var = np.diagonal(lcov, axis1=1, axis2=2)
-    good_var = np.isfinite(var) & (var > 0) & ~placeholder[:, None]
-    label_ivar = np.where(good_var, 1.0 / np.where(good_var, var, 1.0), 0.0)
-    labels = Labels(values, ivar=label_ivar, names=emu.label_names, dtype=dtype)
-    on_bound = np.any(np.abs(theta[:, :m]) > 0.5 * payne.ON_BOUND, axis=1)
-    if rv:
-        velocity, rv_err = np.where(placeholder, 0.0, theta[:, m]), np.sqrt(cov[:, m, m])
-        on_bound |= np.abs(velocity) > payne.RV_MAX * payne.ON_BOUND
-    else:
-        velocity, rv_err = np.zeros(n), np.zeros(n)
-    return payne.LabelFit(
-        labels, lcov.astype(dtype), velocity.astype(dtype), rv_err.astype(dtype),
-        np.where(n_good == 0, 0.0, chi2).astype(dtype), np.asarray(fit.reduced_chi2).astype(dtype), converged,
-        on_bound & ~placeholder, undefined | ~converged,
-    )  # fmt: skip
+    return payne.label_fit(emu, theta, cov, fit.chi2, fit.reduced_chi2, np.asarray(fit.converged),
+                           np.sum(weights > 0, axis=1), rv=rv, dtype=dtype)  # fmt: skip
 
 
 def predict_labels(model: Model, spectra: Spectra, *, method: str = "transfer", chunk_size: int = CHUNK_SIZE,
                    progress: bool = True, **kwargs) -> LabelPrediction:  # fmt: skip
     """The contract verb: :func:`fit_labels` (same arguments) as a :class:`~jaxspec.models._common.LabelPrediction`;
     a flagged star has its labels missing (``ivar`` 0) and an ``inf`` covariance diagonal."""
-    fit = fit_labels(model, spectra, method=method, chunk_size=chunk_size, progress=progress, **kwargs)
-    m = fit.labels.values.shape[1]
-    cov = np.where(fit.flagged[:, None, None], np.diag(np.full(m, np.inf)), fit.covariance)
-    ivar = np.where(fit.flagged[:, None], 0.0, np.asarray(fit.labels.ivar))
-    labels = Labels(fit.labels.values, ivar=ivar, names=fit.labels.names, dtype=fit.labels.values.dtype)
-    return LabelPrediction(labels, cov, None, fit.reduced_chi2, fit.flagged)
+    return payne.as_prediction(fit_labels(model, spectra, method=method, chunk_size=chunk_size, progress=progress,
+                                          **kwargs))  # fmt: skip

@@ -102,7 +102,7 @@ class _ConvTranspose(nnx.Module):
     Exactly ``flax.nnx.ConvTranspose(..., padding="VALID")`` (same ``kernel`` ``(k, c_in, c_out)`` and
     ``bias``), computed as one matrix product and ``k`` strided additions,
     :math:`y_{t s + j} \mathrel{+}= x_t K_{k-1-j}`: on a CPU, XLA's transposed convolution of these
-    sizes was about 6 times slower than this (benchmarks/RESULTS.md).
+    sizes is much slower (benchmarks/RESULTS.md, Cycle-StarNet).
     """
 
     def __init__(self, c_in, c_out, kernel, stride, *, dtype, rngs):

@@ -66,14 +66,8 @@ from jaxspec.models.payne._doppler import RV_MAX, shift_spectrum
 from jaxspec.models.payne._doppler import stencil as doppler_stencil
 from jaxspec.models.payne._files import NETWORK_LABEL_NAMES, PER_PIXEL_LABEL_NAMES, load, save_payne_format
 from jaxspec.models.payne._fit import fit
-from jaxspec.models.payne._fit_labels import (
-    ON_BOUND,
-    LabelFit,
-    continuum_basis,
-    fit_labels,
-    observed_spectra,
-    predict_labels,
-)
+from jaxspec.models.payne._fit_labels import continuum_basis, fit_labels, observed_spectra, predict_labels
+from jaxspec.models.payne._label_fit import ON_BOUND, LabelFit, apply_mask, as_prediction, label_fit
 from jaxspec.models.payne._model import (
     LEAKY_SLOPE,
     Layer,
@@ -97,12 +91,15 @@ __all__ = [
     "Layer",
     "Model",
     "PerPixel",
+    "apply_mask",
+    "as_prediction",
     "continuum_basis",
     "decode",
     "decode_scaled",
     "doppler_stencil",
     "fit",
     "fit_labels",
+    "label_fit",
     "load",
     "observed_spectra",
     "predict_labels",

@@ -34,10 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.data._checks import check_int
-from jaxspec.data.containers import Labels, Spectra
+from jaxspec.data.containers import Spectra
 from jaxspec.data.rest_frame import chips
 from jaxspec.models._common import CHUNK_SIZE, LabelPrediction, check_finite_measured, check_stars
 from jaxspec.models.payne._doppler import C_KMS, RV_MAX, log_chips, scan_chi2, shift_spectrum, stencil
+from jaxspec.models.payne._label_fit import LabelFit, apply_mask, as_prediction, label_fit
 from jaxspec.models.payne._linearise import (
     n_labels_of,
     observed,
@@ -54,18 +55,13 @@ from jaxspec.optim.latents import FitOptions, fit_latents
 __all__ = [
     "C_KMS",
     "DEFAULT_OPTIONS",
-    "ON_BOUND",
     "RV_MAX",
-    "LabelFit",
     "continuum_basis",
     "fit_labels",
     "observed_spectra",
     "predict_labels",
 ]
 
-#: A fraction of the half-width of the box within which a parameter counts as on its bound
-#: (``|s| > 0.499`` for labels, ``|v| > 4.99`` km/s for the RV).
-ON_BOUND = 0.998
 #: The velocities (km/s) at which :func:`fit_labels` checks each star's best-fit spectrum for a lower
 #: chi2 (``rv_scan=True``): every 0.25 km/s over the RV box.
 RV_SCAN = np.linspace(-RV_MAX, RV_MAX, 41)
@@ -77,58 +73,6 @@ _BATCH = 16
 #: Default solver options: the tolerance is on the step in the unbounded ``(u, w)``; each chunk is solved on
 #: 16 refilling lanes (:class:`~jaxspec.optim.FitOptions` ``slots``).
 DEFAULT_OPTIONS = FitOptions(tol=1e-4, maxiter=100, slots=16, max_step=2.0)
-
-
-class LabelFit(NamedTuple):
-    r"""What :func:`fit_labels` returns (``n`` stars, ``M`` labels).
-
-    Attributes
-    ----------
-    labels : Labels
-        Best-fit labels in physical units (``model.label_names``); ``ivar``
-        ``1 / diag(covariance)``.  A star with no measured pixel, or a
-        non-finite fit, has every label missing (``ivar`` 0, the container's
-        placeholder 0, never NaN); a finite fit that did not meet the
-        tolerance keeps its values and errors and is ``flagged``.
-    covariance : array ``(n, M, M)``
-        Laplace covariance of the labels, physical units; ``inf`` diagonal
-        where undefined (no data, non-finite fit).
-    rv : array ``(n,)``
-        Radial velocity, km/s (0 where not fitted or for a placeholder star).
-    rv_err : array ``(n,)``
-        Its Laplace 1-sigma error, km/s; 0 with ``rv=False`` (the RV is held at
-        0, not measured), ``inf`` where the covariance is undefined.
-    chi2 : array ``(n,)``
-        :math:`\sum_l w_l (f_l - \tilde f_l)^2` at the fit (0 with no data).
-    reduced_chi2 : array ``(n,)``
-        ``chi2 / (n_good - n_params)``, ``n_params = M + rv``; ``inf`` when
-        ``n_good <= n_params``.
-    converged : bool array ``(n,)``
-        The solver met its tolerance and the fit is finite.
-    on_bound : bool array ``(n,)``
-        A label within 0.1% of the box's half-width of its bound
-        (:math:`|s| > 0.499`), or the RV :math:`|v| > 4.99` km/s: the fit
-        wants to leave the box and its covariance is not a posterior width.
-    flagged : bool array ``(n,)``
-        Not converged, no measured pixel, a non-finite fit, or an undefined
-        covariance (:math:`J^\top W J` singular to working precision: some
-        label or the RV is not constrained by the measured pixels).
-    continuum : array ``(n, L)`` or None
-        With ``continuum=d``: each star's fitted continuum, the per-chip
-        polynomial the emulator's spectrum was multiplied by (1 for a
-        placeholder star); None otherwise.
-    """
-
-    labels: Labels
-    covariance: np.ndarray
-    rv: np.ndarray
-    rv_err: np.ndarray
-    chi2: np.ndarray
-    reduced_chi2: np.ndarray
-    converged: np.ndarray
-    on_bound: np.ndarray
-    flagged: np.ndarray
-    continuum: np.ndarray | None = None
 
 
 # -- one star -------------------------------------------------------------------------------
@@ -236,15 +180,7 @@ def _spectra_arrays(model: Model, spectra, mask, dtype) -> tuple[np.ndarray, np.
             "resample the spectra onto the model's grid first"
         )
     check_finite_measured(spectra.flux, spectra.ivar, "spectra")
-    ivar = np.asarray(spectra.ivar)
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.dtype != np.bool_ or m.shape not in ((model.n_pix,), ivar.shape):
-            raise ValueError(
-                f"mask: expected a bool array of shape ({model.n_pix},) or {ivar.shape} (True = exclude), "
-                f"found {m.dtype} {m.shape}"
-            )
-        ivar = np.where(m, 0.0, ivar)
+    ivar = apply_mask(spectra.ivar, mask)
     good = ivar > 0
     flux = np.where(good, np.asarray(spectra.flux), 0.0)  # a copy: the caller's arrays are never edited
     return flux.astype(dtype), ivar.astype(dtype)
@@ -545,44 +481,9 @@ def fit_labels(
         to_host=True,
         desc="payne.fit_labels",
     )
-    theta, cov = np.asarray(theta, np.float64), np.asarray(cov, np.float64)
-    n_good = np.sum(ivar > 0, axis=1)
-    finite = np.all(np.isfinite(theta), axis=1) & np.isfinite(chi2)
-    placeholder = (n_good == 0) | ~finite
-    theta = np.where(placeholder[:, None], 0.0, theta)
-    inf_diag = np.diag(np.full(p, np.inf))
-    undefined = placeholder | ~np.all(np.isfinite(cov), axis=(1, 2))
-    cov = np.where(undefined[:, None, None], inf_diag, cov)
-    flagged = undefined | ~converged
-    chi2 = np.where(n_good == 0, 0.0, chi2)
-
-    lo, hi = np.asarray(model.x_min, np.float64), np.asarray(model.x_max, np.float64)
-    width = hi - lo
-    values = (theta[:, :m] + 0.5) * width + lo
-    lcov = cov[:, :m, :m] * (width[:, None] * width[None, :])
-    var = np.diagonal(lcov, axis1=1, axis2=2)
-    good_var = np.isfinite(var) & (var > 0) & ~placeholder[:, None]
-    label_ivar = np.where(good_var, 1.0 / np.where(good_var, var, 1.0), 0.0)
-    labels = Labels(values, ivar=label_ivar, names=model.label_names, dtype=dtype)
-    if rv:
-        velocity = np.where(placeholder, 0.0, theta[:, m])
-        rv_err = np.sqrt(cov[:, m, m])
-        on_bound = np.any(np.abs(theta[:, :m]) > 0.5 * ON_BOUND, axis=1) | (np.abs(velocity) > RV_MAX * ON_BOUND)
-    else:
-        velocity, rv_err = np.zeros(n), np.zeros(n)
-        on_bound = np.any(np.abs(theta[:, :m]) > 0.5 * ON_BOUND, axis=1)
-    return LabelFit(
-        labels,
-        lcov.astype(dtype),
-        velocity.astype(dtype),
-        rv_err.astype(dtype),
-        chi2.astype(dtype),
-        reduced.astype(dtype),
-        converged & ~placeholder,
-        on_bound & ~placeholder,
-        flagged,
-        None if basis is None else np.where(placeholder[:, None], 1.0, coefficients @ basis.T).astype(dtype),
-    )
+    continuum_flux = None if basis is None else coefficients @ basis.T
+    return label_fit(model, theta, cov, chi2, reduced, converged, np.sum(ivar > 0, axis=1), rv=bool(rv),
+                     dtype=dtype, continuum=continuum_flux)  # fmt: skip
 
 
 @partial(jax.jit, static_argnames="spectrum")
@@ -669,9 +570,4 @@ def predict_labels(
         chunk_size=chunk_size,
         progress=progress,
     )
-    flagged = fit.flagged
-    m = model.n_labels
-    cov = np.where(flagged[:, None, None], np.diag(np.full(m, np.inf)), fit.covariance)
-    ivar = np.where(flagged[:, None], 0.0, np.asarray(fit.labels.ivar))
-    labels = Labels(fit.labels.values, ivar=ivar, names=model.label_names, dtype=fit.labels.values.dtype)
-    return LabelPrediction(labels, cov, None, fit.reduced_chi2, flagged)
+    return as_prediction(fit)
