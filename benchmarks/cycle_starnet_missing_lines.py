@@ -41,9 +41,10 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "payne"
 
 
-def scaled_config(width: float, iterations: int) -> cs.Config:
-    """``Config.missing_lines()`` with every filter count times ``width`` and milestones scaled to the run."""
-    base = cs.Config.missing_lines()
+def scaled_config(width: float, iterations: int, base: cs.Config | None = None) -> cs.Config:
+    """``base`` (``Config.missing_lines()``) with every filter count times ``width`` and milestones scaled to the
+    run."""
+    base = cs.Config.missing_lines() if base is None else base
     scale = lambda t: tuple(max(1, round(width * f)) for f in t)  # noqa: E731
     milestones = tuple(max(1, round(iterations * f / 350_000)) for f in base.decay_at)
     return dataclasses.replace(

@@ -63,6 +63,19 @@ def test_spectrum_is_continuum_normalised():
     assert np.median(f) > 0.99 and f.max() > 0.9999 and f.min() < 0.6
 
 
+def test_spectrum_first_traced_inside_jit_is_pure():
+    """The line tables of a new grid length, first built inside a jit trace, are concrete (cached) arrays."""
+    from jaxspec.data._mock_star import _arrays
+
+    n_pix = 7214  # its tables, dropped from the cache, are built again inside the trace below
+    _arrays.cache_clear()
+    jac = jax.jit(jax.jacfwd(lambda y: mock.spectrum(y, n_pix=n_pix)))(REF)
+    again = jax.jit(jax.jacfwd(lambda y: mock.spectrum(y, n_pix=n_pix) ** 2))(REF)  # a second trace, same tables
+    flux = np.asarray(mock.spectrum(REF, n_pix=n_pix))
+    assert jac.shape == (n_pix, 12)
+    assert_allclose(again, 2 * flux[:, None] * np.asarray(jac), scale=10)
+
+
 @pytest.mark.parametrize("name", NAMES[3:])
 def test_abundance_deepens_its_own_lines_only(name):
     ll = mock.line_list()

@@ -63,7 +63,8 @@ def _arrays(n_pix: int) -> _Arrays:
     ll, t = line_list(), _ll.tables(n_pix)
     fields = (ll.log_strength, ll.teff_sensitivity, ll.logg_sensitivity, ll.damping, ll.abundance_weights)
     fields += (t.select, t.profiles, t.block_x, t.dib, t.sky, t.telluric, t.err_shape)
-    return _Arrays(*(jnp.asarray(a, jnp.int32 if a.dtype.kind == "i" else _F32) for a in fields))
+    with jax.ensure_compile_time_eval():  # concrete arrays even when first asked for inside a jit trace (cached)
+        return _Arrays(*(jnp.asarray(a, jnp.int32 if a.dtype.kind == "i" else _F32) for a in fields))
 
 
 # -- the model of one star -----------------------------------------------------------------
