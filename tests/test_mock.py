@@ -337,3 +337,18 @@ def test_gaia_xp_coefficients_scale_with_g_flux_and_colour():
     assert_allclose(s.ivar, 1.0 / xp.errors**2, rtol=1e-6)
     with pytest.raises(ValueError, match="labelled_frac"):
         mock.gaia_xp(jax.random.key(0), 3, labelled_frac=2.0)
+
+
+def test_domains_abundance_scatter_is_independent_and_leaves_the_rest():
+    key = jax.random.key(2)
+    base = mock.domains(key, 64, paired=False, drop=None, progress=False)
+    wide = mock.domains(key, 64, paired=False, drop=None, abundance_scatter=0.1, progress=False)
+    np.testing.assert_array_equal(wide.labels.values[:, :3], base.labels.values[:, :3])  # Teff, logg, [Fe/H]
+    extra = wide.labels.values[:, 3:] - base.labels.values[:, 3:]
+    assert 0.09 < extra.std() < 0.11 and abs(extra.mean()) < 0.01
+    corr = np.corrcoef(extra.T)[np.triu_indices(extra.shape[1], 1)]
+    assert np.abs(corr).max() < 0.45  # nine independent draws, 64 stars each
+    assert not np.allclose(wide.synthetic.flux, base.synthetic.flux)  # the spectra follow the labels
+    for bad in (-0.1, np.inf, "0.1"):
+        with pytest.raises(ValueError, match="abundance_scatter"):
+            mock.domains(key, 2, abundance_scatter=bad, progress=False)
