@@ -98,13 +98,18 @@ def run(*, n_stars: int, iterations: int, emulator_epochs: int, n_test: int, see
     z_sp = cs.encode(model, test, progress=False).z_sp
     best9 = np.asarray(payne.decode(emulator, np.asarray(fit9.labels.values)), np.float64)
     best11 = np.asarray(cs.emulate(model, np.asarray(fit11.labels.values), z_sp), np.float64)
-    recovery = {}
-    for method, f in (("eq9", fit9), ("eq10", fit10), ("eq11", fit11)):
+    recovery, fits = {}, (("eq9", fit9), ("eq10", fit10), ("eq11", fit11))
+    common = ~np.any([np.asarray(f.flagged) for _, f in fits], axis=0)  # stars no method flags
+    same_stars = {"n_stars": int(common.sum())}
+    for method, f in fits:
+        err = np.asarray(f.labels.values, np.float64)[common] - truth[:n_test][common]
+        same_stars[method] = {n: float(np.sqrt(np.mean(err[:, j] ** 2))) for j, n in enumerate(names)}
+    for method, f in fits:
         ok = ~np.asarray(f.flagged)
         stats = metrics.bias_rmse(np.asarray(f.labels.values, np.float64), truth[:n_test],
                                   mask=np.broadcast_to(ok[:, None], truth[:n_test].shape))  # fmt: skip
         recovery[method] = {n: {"bias": float(stats.bias[j]), "rmse": float(stats.rmse[j])}
-                            for j, n in enumerate(names) if n in SHOWN}  # fmt: skip
+                            for j, n in enumerate(names)}  # fmt: skip
         recovery[method]["reduced_chi2_median"] = float(np.median(np.asarray(f.reduced_chi2)[ok]))
         recovery[method]["n_flagged"] = int(np.sum(~ok))
     gap = {"eq9": _residual_stats(flux, best9, ivar), "eq11": _residual_stats(flux, best11, ivar)}
@@ -126,7 +131,7 @@ def run(*, n_stars: int, iterations: int, emulator_epochs: int, n_test: int, see
         "data_s": data_s, "emulator_s": emulator_s, "train_s": train_s, "fit_s": fit_s,
         "distances_first": first, "distances_last": last,
         "val_loss": [float(v) for v in h["val_loss"]] if "val_loss" in h else [],
-        "synthetic_gap": gap, "recovery": recovery,
+        "synthetic_gap": gap, "recovery": recovery, "rmse_same_stars": same_stars,
         "features": [{"pixels": [f.start, f.stop], "label": f.name, "peak": f.peak} for f in found],
         "features_in_dropped_lines": int(sum(in_dropped)), "dropped_pixels": int(dropped.sum()),
     }  # fmt: skip
