@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from pathlib import Path
 
@@ -21,6 +22,20 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 TOLERANCES = {np.dtype(np.float32): 5e-4, np.dtype(np.float64): 5e-7}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop every compiled program when a test file ends.
+
+    Each CPU executable XLA keeps maps a few memory regions; a test process that runs many files kept
+    thousands of them (18,000 mappings after four files) and, past the kernel's ``vm.max_map_count``
+    (65,530), a later compilation segfaulted inside LLVM (two CI runs, both late in a worker).  Programs a
+    file shares with the next are compiled again.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
