@@ -10,8 +10,7 @@ from pathlib import Path
 # The suite is bound by XLA's compile time, not by running the programs: LLVM's optimisation level 0 compiles
 # the larger programs (the families' train steps, fitters) in about half the time (the suite passes unchanged;
 # programs that run long get slower), and the demos' and notebooks' subprocesses inherit it.  A persistent
-# compilation cache shared between the test processes was tried and left out: serialising a CPU executable
-# aborted one CI run.
+# compilation cache shared between the test processes was tried and left out.
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
