@@ -27,7 +27,7 @@ Two scores:
     python benchmarks/cycle_starnet_missing_elements.py --iterations 8000 --width 0.5 --stars 4000
 
 ``--abundance-scatter`` (dex) gives every star's [X/Fe] independent scatter (:func:`mock.domains`): the
-field population ties them to [Fe/H] and [alpha/Fe] with 0.02-0.05 dex of their own, too little for an
+field population ties them to [Fe/H] and [alpha/Fe] with 0.025-0.075 dex of their own, too little for an
 unsupervised network to learn how a missing line answers its own element (it learns Teff's and [Fe/H]'s);
 the paper's domains were computed from measured APOGEE-Payne labels, which vary more independently.
 

@@ -369,7 +369,7 @@ def domains(
     abundance_scatter : float >= 0
         Independent Gaussian scatter (dex) added to every star's nine [X/Fe] in both
         domains.  The field population's [X/Fe] follow [Fe/H] and [alpha/Fe] with only
-        0.02-0.05 dex of their own; the measured labels of a survey catalogue (the
+        0.025-0.075 dex of their own; the measured labels of a survey catalogue (the
         paper's Kurucz domains were computed from APOGEE-Payne labels) vary more
         independently, which is what lets a line's response to its own element be
         learned from data.  0 (the default) leaves the draws unchanged.
