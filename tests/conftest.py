@@ -28,9 +28,9 @@ def _release_compiled_programs():
     """Drop every compiled program when a test file ends.
 
     Each CPU executable XLA keeps maps a few memory regions; a test process that runs many files kept
-    thousands of them (18,000 mappings after four files) and, past the kernel's ``vm.max_map_count``
-    (65,530), a later compilation segfaulted inside LLVM (two CI runs, both late in a worker).  Programs a
-    file shares with the next are compiled again.
+    thousands of them (18,000 mappings after four files, against the kernel's ``vm.max_map_count`` of
+    65,530), and two CI runs segfaulted inside XLA's compiler late in a worker: the likely cause (the
+    crash itself was not reproduced).  Programs a file shares with the next are compiled again.
     """
     yield
     jax.clear_caches()
