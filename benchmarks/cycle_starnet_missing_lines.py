@@ -46,13 +46,17 @@ def scaled_config(width: float, iterations: int, base: cs.Config | None = None) 
     run."""
     base = cs.Config.missing_lines() if base is None else base
     scale = lambda t: tuple(max(1, round(width * f)) for f in t)  # noqa: E731
-    milestones = tuple(max(1, round(iterations * f / 350_000)) for f in base.decay_at)
     return dataclasses.replace(
         base, domain_filters=scale(base.domain_filters), shared_filters=scale(base.shared_filters),
         split_filters=scale(base.split_filters), critic_filters=scale(base.critic_filters),
         critic_latent_filters=scale(base.critic_latent_filters), iterations=iterations,
-        decay_at=tuple(sorted(set(milestones))),
+        decay_at=scaled_milestones(iterations, base),
     )  # fmt: skip
+
+
+def scaled_milestones(iterations: int, base: cs.Config) -> tuple[int, ...]:
+    """``base.decay_at`` (the paper's 50k-200k of 350k iterations) scaled to a run of ``iterations``."""
+    return tuple(sorted({max(1, round(iterations * t / 350_000)) for t in base.decay_at}))
 
 
 def labels(rng, emulator: payne.Model, n: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from _harness import write_record
+from cycle_starnet_missing_lines import scaled_milestones
 
 from jaxspec import io
 from jaxspec.cli.demos.cyclestarnet import run
@@ -40,9 +41,7 @@ def main() -> None:
     ap.add_argument("--save", type=Path, default=None, help="save the trained model here")
     ap.add_argument("--out", default=str(HERE / "results.jsonl"), help="JSON lines file ('' writes none)")
     args = ap.parse_args()
-    paper = cs.Config()
-    decay_at = sorted({max(1, round(args.iterations * t / paper.iterations)) for t in paper.decay_at})
-    changes = {"decay_at": tuple(decay_at)}
+    changes = {"decay_at": scaled_milestones(args.iterations, cs.Config())}
     report, (model, _, test, best9, best11, _, _, truth, names) = run(
         n_stars=args.stars, iterations=args.iterations, emulator_epochs=args.epochs, n_test=args.test,
         seed=args.seed, progress=True, config_changes=changes if args.decay else None)  # fmt: skip

@@ -101,15 +101,14 @@ def run(*, n_stars: int, iterations: int, emulator_epochs: int, n_test: int, see
     recovery, fits = {}, (("eq9", fit9), ("eq10", fit10), ("eq11", fit11))
     common = ~np.any([np.asarray(f.flagged) for _, f in fits], axis=0)  # stars no method flags
     same_stars = {"n_stars": int(common.sum())}
+    use = lambda rows: np.broadcast_to(rows[:, None], truth[:n_test].shape)  # noqa: E731
     for method, f in fits:
-        err = np.asarray(f.labels.values, np.float64)[common] - truth[:n_test][common]
-        same_stars[method] = {n: float(np.sqrt(np.mean(err[:, j] ** 2))) for j, n in enumerate(names)}
-    for method, f in fits:
-        ok = ~np.asarray(f.flagged)
-        stats = metrics.bias_rmse(np.asarray(f.labels.values, np.float64), truth[:n_test],
-                                  mask=np.broadcast_to(ok[:, None], truth[:n_test].shape))  # fmt: skip
+        values, ok = np.asarray(f.labels.values, np.float64), ~np.asarray(f.flagged)
+        stats = metrics.bias_rmse(values, truth[:n_test], mask=use(ok))
         recovery[method] = {n: {"bias": float(stats.bias[j]), "rmse": float(stats.rmse[j])}
                             for j, n in enumerate(names)}  # fmt: skip
+        same = metrics.bias_rmse(values, truth[:n_test], mask=use(common)).rmse
+        same_stars[method] = {n: float(same[j]) for j, n in enumerate(names)}
         recovery[method]["reduced_chi2_median"] = float(np.median(np.asarray(f.reduced_chi2)[ok]))
         recovery[method]["n_flagged"] = int(np.sum(~ok))
     gap = {"eq9": _residual_stats(flux, best9, ivar), "eq11": _residual_stats(flux, best11, ivar)}
